@@ -1,0 +1,341 @@
+r"""Functional probed convolutions (the ``F.conv2d`` counterparts of :mod:`.modules`).
+
+Mathematics
+-----------
+Write the layer as :math:`\mathbf{Y} = \operatorname{conv}(\mathbf{X}; \mathbf{W})` with
+input :math:`\mathbf{X}\in\mathbb{R}^{b\times c_i\times N}` (:math:`N` = product of the
+spatial sizes) and weight :math:`\mathbf{W}\in\mathbb{R}^{c_o\times c_i/g\times K}`. For any
+stride, dilation, zero padding :math:`\mathbf{P}` and group count :math:`g`, the exact weight
+gradient is the *bilinear* correlation
+
+.. math::
+    \delta\mathbf{W} = \mathcal{C}(\mathbf{P}\mathbf{X}, \delta\mathbf{Y}), \qquad
+    \delta W_{o,i,k} = \sum_{s=1}^{b}\sum_{n} \delta Y_{s,o,n}\,
+    (\mathbf{P}\mathbf{X})_{s,\,i,\ \sigma n + \eta k}
+
+(``torch.nn.grad.conv2d_weight``; :math:`\sigma` stride, :math:`\eta` dilation, channel
+index restricted to the group of :math:`o`) — in the notation of the method, the trace
+:math:`\operatorname{tr}(\mathbf{X}\,\delta\mathbf{Y}^\top\mathbf{T}_{-k})` per channel
+pair. Given probes with :math:`\mathbb{E}[\mathbf{Z}\mathbf{Z}^\top]=\mathbf{I}`
+(:mod:`.probes`), :math:`\widehat{\mathbf{X}} = \mathbf{Z}\mathbf{Z}^\top\mathbf{X}` is
+unbiased for :math:`\mathbf{X}`, hence by linearity
+
+.. math::
+    \widehat{\delta\mathbf{W}} = \mathcal{C}(\mathbf{P}\mathbf{Z}\mathbf{Z}^\top\mathbf{X},
+    \delta\mathbf{Y}), \qquad \mathbb{E}\,\widehat{\delta\mathbf{W}} = \delta\mathbf{W}
+
+for *every* configuration (the probes are padded by the same :math:`\mathbf{P}` as the
+input: zero fill at the borders, never a circular roll). The forward pass keeps only the
+sketch :math:`\bar{\mathbf{X}} = \mathbf{Z}^\top\mathbf{X}` and the seed of
+:math:`\mathbf{Z}`; the backward pass regenerates :math:`\mathbf{Z}` from the seed.
+
+``mode="all"`` — one probe vector over channels and space of a sample,
+:math:`\mathbf{Z}\in\mathbb{R}^{c_iN\times r}`, :math:`\bar{\mathbf{X}}\in\mathbb{R}^{b\times r}`
+(stored: :math:`4\,b\,r` bytes). The batch contracts first,
+:math:`\mathbf{G}_p = \sum_s \bar X_{s,p}\,\delta\mathbf{Y}_s` (:math:`r` pseudo-samples),
+and :math:`\widehat{\delta\mathbf{W}} = \mathcal{C}(\mathbf{P}\mathbf{Z}, \mathbf{G})` is one
+ordinary weight-gradient convolution with batch :math:`r` instead of :math:`b` (all
+:math:`K` taps in one pass over :math:`\mathbf{G}`): :math:`b/r` times fewer flops than the
+exact gradient. Probes are drawn in chunks of at most ``max_probe_bytes`` (each chunk with
+its own derived seed) so the transient :math:`\mathbf{Z}` and :math:`\mathbf{G}` stay small.
+
+``mode="channel"`` — the same spatial probes for every channel,
+:math:`\mathbf{Z}\in\mathbb{R}^{N\times r}`, :math:`\bar{\mathbf{X}}\in\mathbb{R}^{b\times c_i\times r}`
+(stored: :math:`4\,b\,c_i\,r` bytes). Backward computes
+:math:`\bar{Y}_{s,o,p,k} = \sum_n \delta Y_{s,o,n}(\mathbf{P}\mathbf{z}_p)_{\sigma n+\eta k}`
+(one correlation of :math:`\delta\mathbf{Y}` with all probes) and
+:math:`\widehat{\delta W}_{o,i,k} = \sum_{s,p}\bar X_{s,i,p}\bar Y_{s,o,p,k}`. Lower variance
+than ``"all"`` at equal :math:`r`, :math:`c_i` times more storage, no flop saving.
+
+The input gradient :math:`\delta\mathbf{X} = \mathbf{P}^\top\operatorname{conv}^\top(\delta\mathbf{Y};\mathbf{W})`
+and the bias gradient :math:`\sum_{s,n}\delta\mathbf{Y}_{s,\cdot,n}` are exact.
+
+Padding modes other than zeros (``reflect``, ``replicate``, ``circular``) are applied by the
+modules as an explicit ``F.pad`` before the probed convolution (so :math:`\mathbf{X}` above is
+the padded input and the estimator stays unbiased); asymmetric ``padding="same"`` (even
+kernels) is handled the same way with zero fill.
+
+Precision: probes are generated in float32 and cast to the input dtype; the sketch
+:math:`\bar{\mathbf{X}}` is stored in float32 (float64 for float64 inputs); gradients are returned in the dtypes of
+the inputs. Under ``torch.autocast`` the inputs are cast to the autocast dtype as
+``F.conv2d`` would be, and the casts' backward returns gradients in the parameter dtype.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import numbers
+
+import torch
+import torch.nn.functional as F
+
+from .probes import check_mode, check_probe, draw_probes, mix_seed, new_seed
+
+__all__ = ["xconv1d", "xconv2d", "xconv3d", "xconv", "check_ps", "DEFAULT_MAX_PROBE_BYTES",
+           "probe_storage_bytes"]
+
+#: default upper bound on the bytes of one chunk of probes in ``mode="all"``
+DEFAULT_MAX_PROBE_BYTES = 64 * 2 ** 20
+
+_DEFAULT_STREAM_SEED = new_seed()
+_DEFAULT_COUNTER = itertools.count()
+
+
+def check_ps(ps) -> int:
+    """Validate the number of probes: an int >= 0 (0 means exact gradients)."""
+    if isinstance(ps, bool) or not isinstance(ps, numbers.Integral):
+        raise TypeError(f"ps (number of probes) must be an int >= 0, got {ps!r}")
+    if ps < 0:
+        raise ValueError(f"ps (number of probes) must be >= 0 (0 = exact gradient), got {ps}")
+    return int(ps)
+
+
+def _check_max_probe_bytes(v) -> int:
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v <= 0:
+        raise ValueError(f"max_probe_bytes must be a positive int, got {v!r}")
+    return int(v)
+
+
+def _check_seed(seed):
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an int or None, got {seed!r}")
+    return int(seed)
+
+
+def probe_storage_bytes(input_shape, ps: int, mode: str = "all") -> int:
+    """Bytes the probed layer keeps for backward (besides the weight): the float32 sketch
+    ``Z^T X`` — ``4*b*ps`` for ``mode="all"``, ``4*b*c_in*ps`` for ``mode="channel"``."""
+    b, ci = int(input_shape[0]), int(input_shape[1])
+    return 4 * b * ps * (ci if mode == "channel" else 1)
+
+
+def _tup(v, d, name):
+    if isinstance(v, numbers.Integral) and not isinstance(v, bool):
+        return (int(v),) * d
+    v = tuple(int(a) for a in v)
+    if len(v) == 1:
+        return v * d
+    if len(v) != d:
+        raise ValueError(f"{name} must be an int or a tuple of {d} ints, got {v}")
+    return v
+
+
+def _chunks(r: int, D: int, itemsize: int, probe: str, max_bytes: int):
+    if probe == "orthogonal":
+        return [(0, r)]
+    c = max(1, min(r, max_bytes // max(1, D * itemsize)))
+    return [(s, min(c, r - s)) for s in range(0, r, c)]
+
+
+class _XConvFunction(torch.autograd.Function):
+    """Convolution whose weight gradient is estimated by probing (see module docstring)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, dilation, groups, ps, mode, probe, seed,
+                max_bytes):
+        d = x.dim() - 2
+        y = torch.ops.aten.convolution(x, weight, bias, list(stride), list(padding),
+                                       list(dilation), False, [0] * d, groups)
+        ctx.meta = (stride, padding, dilation, groups, ps, mode, probe, seed)
+        ctx.x_shape = tuple(x.shape)
+        ctx.has_bias = bias is not None
+        if ctx.needs_input_grad[1]:
+            b = x.shape[0]
+            acc = torch.promote_types(x.dtype, torch.float32)
+            if mode == "all":
+                D = math.prod(x.shape[1:])
+                xf = x.reshape(b, D)
+                chunks = _chunks(ps, D, x.element_size(), probe, max_bytes)
+                xbar = torch.empty((b, ps), device=x.device, dtype=acc)
+                for j, (s, c) in enumerate(chunks):
+                    z = draw_probes(mix_seed(seed, j), c, x.shape[1:], probe, device=x.device,
+                                    dtype=x.dtype, total=ps)
+                    xbar[:, s:s + c] = torch.mm(xf, z.reshape(c, D).t())
+                    del z
+                ctx.chunks = chunks
+            else:
+                N = math.prod(x.shape[2:])
+                z = draw_probes(seed, ps, x.shape[2:], probe, device=x.device, dtype=x.dtype)
+                xbar = torch.mm(x.reshape(-1, N), z.reshape(ps, N).t()).to(acc)
+                xbar = xbar.reshape(b, x.shape[1], ps)
+                del z
+            ctx.save_for_backward(weight, xbar)
+        else:
+            ctx.save_for_backward(weight)
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gy):
+        stride, padding, dilation, groups, ps, mode, probe, seed = ctx.meta
+        saved = ctx.saved_tensors
+        weight = saved[0]
+        d = weight.dim() - 2
+        x_shape = ctx.x_shape
+        gx = gw = gb = None
+        stride, padding, dilation = list(stride), list(padding), list(dilation)
+        if ctx.needs_input_grad[0]:
+            proxy = gy.new_empty(1).expand(x_shape)
+            gx, _, gb = torch.ops.aten.convolution_backward(
+                gy, proxy, weight, [weight.shape[0]] if ctx.has_bias else None, stride,
+                padding, dilation, False, [0] * d, groups,
+                (True, False, ctx.has_bias and ctx.needs_input_grad[2]))
+        if ctx.has_bias and ctx.needs_input_grad[2] and gb is None:
+            gb = gy.sum(dim=[0] + list(range(2, gy.dim())))
+        if ctx.needs_input_grad[1]:
+            xbar = saved[1]
+            b, co = gy.shape[0], gy.shape[1]
+            out_sp = tuple(gy.shape[2:])
+            if mode == "all":
+                D = math.prod(x_shape[1:])
+                gyf = gy.reshape(b, -1)
+                for j, (s, c) in enumerate(ctx.chunks):
+                    z = draw_probes(mix_seed(seed, j), c, x_shape[1:], probe, device=gy.device,
+                                    dtype=gy.dtype, total=ps)
+                    G = torch.mm(xbar[:, s:s + c].t().to(gy.dtype), gyf).reshape((c, co) + out_sp)
+                    part = torch.ops.aten.convolution_backward(
+                        G, z, weight, None, stride, padding, dilation, False, [0] * d, groups,
+                        (False, True, False))[1]
+                    del G, z
+                    gw = part if gw is None else gw.add_(part)
+            else:
+                ci = x_shape[1]
+                z = draw_probes(seed, ps, x_shape[2:], probe, device=gy.device, dtype=gy.dtype)
+                wproxy = gy.new_empty(1).expand((b * co, ps) + tuple(weight.shape[2:]))
+                ybar = torch.ops.aten.convolution_backward(
+                    gy.reshape((1, b * co) + out_sp), z.unsqueeze(0), wproxy, None, stride,
+                    padding, dilation, False, [0] * d, 1, (False, True, False))[1]
+                K = math.prod(weight.shape[2:])
+                g, cig, cog = groups, ci // groups, co // groups
+                ybar = ybar.reshape(b, g, cog, ps, K)
+                xb = xbar.to(ybar.dtype).reshape(b, g, cig, ps)
+                gw = torch.einsum("bgir,bgork->goik", xb, ybar).reshape(weight.shape)
+            gw = gw.to(weight.dtype)
+        return gx, gw, gb, None, None, None, None, None, None, None, None, None
+
+
+def _same_padding(kernel, dilation, stride):
+    if any(s != 1 for s in stride):
+        raise ValueError("padding='same' is not supported for strided convolutions")
+    total = [dl * (k - 1) for k, dl in zip(kernel, dilation)]
+    left = [t // 2 for t in total]
+    right = [t - l for t, l in zip(total, left)]
+    return left, right
+
+
+def xconv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, ps=8,
+          mode="all", probe="rademacher", seed=None, max_probe_bytes=DEFAULT_MAX_PROBE_BYTES):
+    r"""N-d convolution (N = ``weight.dim() - 2`` in 1, 2, 3) with a probed weight gradient.
+
+    Same semantics and arguments as :func:`torch.nn.functional.conv2d` (``padding`` may be an
+    int, a tuple, ``"valid"`` or ``"same"``; zero fill), plus:
+
+    Parameters
+    ----------
+    ps : int
+        Number of probes :math:`r` (``0``: plain ``F.conv`` with exact gradients).
+    mode : {"all", "channel"}
+        Probe over channels and space of a sample (stores :math:`b\,r` floats) or over space
+        only, same probes for all channels (stores :math:`b\,c_i\,r` floats).
+    probe : {"rademacher", "gaussian", "orthogonal"}
+        Probe distribution, see :mod:`timeprobe.xconv.probes`.
+    seed : int, optional
+        Seed of the probes of this call. ``None`` draws one from a private stream of this
+        module (seeded from OS entropy; never the global torch RNG).
+    max_probe_bytes : int
+        Bound on one chunk of probes in ``mode="all"`` (memory/speed trade-off only; the
+        result depends on it through the chunking of the random stream).
+
+    Returns
+    -------
+    torch.Tensor, the convolution output (exact). In backward, ``input`` and ``bias``
+    gradients are exact, the ``weight`` gradient is the unbiased probed estimate.
+    """
+    ps = check_ps(ps)
+    check_mode(mode)
+    check_probe(probe)
+    seed = _check_seed(seed)
+    max_probe_bytes = _check_max_probe_bytes(max_probe_bytes)
+    if not isinstance(groups, numbers.Integral) or groups < 1:
+        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    d = weight.dim() - 2
+    if d not in (1, 2, 3):
+        raise ValueError(f"weight must be 3-, 4- or 5-dimensional, got shape {tuple(weight.shape)}")
+    unbatched = input.dim() == d + 1
+    if unbatched:
+        input = input.unsqueeze(0)
+    if input.dim() != d + 2:
+        raise ValueError(f"expected a {d + 1}-d (unbatched) or {d + 2}-d (batched) input for a "
+                         f"{d}-d convolution, got shape {tuple(input.shape)}")
+    stride = _tup(stride, d, "stride")
+    dilation = _tup(dilation, d, "dilation")
+    if isinstance(padding, str):
+        if padding == "valid":
+            padding = (0,) * d
+        elif padding == "same":
+            left, right = _same_padding(weight.shape[2:], dilation, stride)
+            if left != right:
+                pads = []
+                for l, r in zip(reversed(left), reversed(right)):
+                    pads += [l, r]
+                input = F.pad(input, pads)
+                padding = (0,) * d
+            else:
+                padding = tuple(left)
+        else:
+            raise ValueError(f"padding must be an int, a tuple, 'valid' or 'same', got {padding!r}")
+    else:
+        padding = _tup(padding, d, "padding")
+        if any(p < 0 for p in padding):
+            raise ValueError(f"padding must be non-negative, got {padding}")
+
+    dev = input.device.type
+    autocast = dev in ("cpu", "cuda") and torch.is_autocast_enabled(dev)
+    needs_grad = torch.is_grad_enabled() and (
+        input.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad))
+    if ps == 0 or not needs_grad:
+        out = torch.ops.aten.convolution(input, weight, bias, list(stride), list(padding),
+                                         list(dilation), False, [0] * d, groups) if not autocast \
+            else _conv_autocast(input, weight, bias, stride, padding, dilation, groups)
+        return out.squeeze(0) if unbatched else out
+    if seed is None:
+        seed = mix_seed(_DEFAULT_STREAM_SEED, next(_DEFAULT_COUNTER))
+    if autocast:
+        dt = torch.get_autocast_dtype(dev)
+        cast = (lambda t: t.to(dt) if t is not None and t.is_floating_point() else t)
+        input, weight, bias = cast(input), cast(weight), cast(bias)
+        with torch.autocast(dev, enabled=False):
+            out = _XConvFunction.apply(input, weight, bias, stride, padding, dilation, groups,
+                                       ps, mode, probe, seed, max_probe_bytes)
+    else:
+        out = _XConvFunction.apply(input, weight, bias, stride, padding, dilation, groups, ps,
+                                   mode, probe, seed, max_probe_bytes)
+    return out.squeeze(0) if unbatched else out
+
+
+def _conv_autocast(input, weight, bias, stride, padding, dilation, groups):
+    fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[weight.dim() - 2]
+    return fn(input, weight, bias, stride, padding, dilation, groups)
+
+
+def xconv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, **kw):
+    """1-d probed convolution, see :func:`xconv` (``F.conv1d`` semantics)."""
+    if weight.dim() != 3:
+        raise ValueError(f"xconv1d expects a 3-d weight, got shape {tuple(weight.shape)}")
+    return xconv(input, weight, bias, stride, padding, dilation, groups, **kw)
+
+
+def xconv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, **kw):
+    """2-d probed convolution, see :func:`xconv` (``F.conv2d`` semantics)."""
+    if weight.dim() != 4:
+        raise ValueError(f"xconv2d expects a 4-d weight, got shape {tuple(weight.shape)}")
+    return xconv(input, weight, bias, stride, padding, dilation, groups, **kw)
+
+
+def xconv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, **kw):
+    """3-d probed convolution, see :func:`xconv` (``F.conv3d`` semantics)."""
+    if weight.dim() != 5:
+        raise ValueError(f"xconv3d expects a 5-d weight, got shape {tuple(weight.shape)}")
+    return xconv(input, weight, bias, stride, padding, dilation, groups, **kw)
