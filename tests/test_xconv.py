@@ -463,6 +463,8 @@ def test_construction_errors():
         Xconv2D(2, 2, 3, seed="a")
     with pytest.raises(ValueError, match="max_probe_bytes"):
         Xconv2D(2, 2, 3, max_probe_bytes=0)
+    with pytest.raises(ValueError, match="max_probe_bytes"):
+        Xconv2D(2, 2, 3, max_probe_bytes=1.5)
     with pytest.raises(ValueError, match="ps"):
         convert_net(nn.Sequential(nn.Conv2d(1, 1, 1)), ps=-2)
     with pytest.raises(ValueError, match="ps"):

@@ -37,7 +37,8 @@ and :math:`\widehat{\delta\mathbf{W}} = \mathcal{C}(\mathbf{P}\mathbf{Z}, \mathb
 ordinary weight-gradient convolution with batch :math:`r` instead of :math:`b` (all
 :math:`K` taps in one pass over :math:`\mathbf{G}`): :math:`b/r` times fewer flops than the
 exact gradient. Probes are drawn in chunks of at most ``max_probe_bytes`` (each chunk with
-its own derived seed) so the transient :math:`\mathbf{Z}` and :math:`\mathbf{G}` stay small.
+its own derived seed ``mix_seed(seed, j)``) so the transient :math:`\mathbf{Z}` and
+:math:`\mathbf{G}` stay small (default: at most 1/16 of the input each).
 
 ``mode="channel"`` — the same spatial probes for every channel,
 :math:`\mathbf{Z}\in\mathbb{R}^{N\times r}`, :math:`\bar{\mathbf{X}}\in\mathbb{R}^{b\times c_i\times r}`
@@ -74,8 +75,11 @@ from .probes import check_mode, check_probe, draw_probes, mix_seed, new_seed
 __all__ = ["xconv1d", "xconv2d", "xconv3d", "xconv", "check_ps", "DEFAULT_MAX_PROBE_BYTES",
            "probe_storage_bytes"]
 
-#: default upper bound on the bytes of one chunk of probes in ``mode="all"``
-DEFAULT_MAX_PROBE_BYTES = 64 * 2 ** 20
+#: ``max_probe_bytes=None`` (default) bounds one chunk of probes in ``mode="all"`` by
+#: ``clamp(input_bytes / 16, 16 MiB, 64 MiB)``: the transient probes and the matching
+#: pseudo-batch of the backward pass then add at most ~1/8 of the input size to the peak.
+DEFAULT_MAX_PROBE_BYTES = None
+_AUTO_MIN, _AUTO_MAX = 16 * 2 ** 20, 64 * 2 ** 20
 
 _DEFAULT_STREAM_SEED = new_seed()
 _DEFAULT_COUNTER = itertools.count()
@@ -90,9 +94,11 @@ def check_ps(ps) -> int:
     return int(ps)
 
 
-def _check_max_probe_bytes(v) -> int:
+def _check_max_probe_bytes(v):
+    if v is None:
+        return None
     if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v <= 0:
-        raise ValueError(f"max_probe_bytes must be a positive int, got {v!r}")
+        raise ValueError(f"max_probe_bytes must be a positive int or None, got {v!r}")
     return int(v)
 
 
@@ -122,9 +128,11 @@ def _tup(v, d, name):
     return v
 
 
-def _chunks(r: int, D: int, itemsize: int, probe: str, max_bytes: int):
+def _chunks(r: int, D: int, itemsize: int, probe: str, max_bytes, b: int):
     if probe == "orthogonal":
         return [(0, r)]
+    if max_bytes is None:
+        max_bytes = min(max(b * D * itemsize // 16, _AUTO_MIN), _AUTO_MAX)
     c = max(1, min(r, max_bytes // max(1, D * itemsize)))
     return [(s, min(c, r - s)) for s in range(0, r, c)]
 
@@ -147,7 +155,7 @@ class _XConvFunction(torch.autograd.Function):
             if mode == "all":
                 D = math.prod(x.shape[1:])
                 xf = x.reshape(b, D)
-                chunks = _chunks(ps, D, x.element_size(), probe, max_bytes)
+                chunks = _chunks(ps, D, x.element_size(), probe, max_bytes, b)
                 xbar = torch.empty((b, ps), device=x.device, dtype=acc)
                 for j, (s, c) in enumerate(chunks):
                     z = draw_probes(mix_seed(seed, j), c, x.shape[1:], probe, device=x.device,
@@ -172,17 +180,21 @@ class _XConvFunction(torch.autograd.Function):
         stride, padding, dilation, groups, ps, mode, probe, seed = ctx.meta
         saved = ctx.saved_tensors
         weight = saved[0]
+        gy = gy.contiguous()  # e.g. expanded by sum()/mean(): materialise once, not per use
         d = weight.dim() - 2
         x_shape = ctx.x_shape
         gx = gw = gb = None
         stride, padding, dilation = list(stride), list(padding), list(dilation)
         if ctx.needs_input_grad[0]:
-            proxy = gy.new_empty(1).expand(x_shape)
-            gx, _, gb = torch.ops.aten.convolution_backward(
-                gy, proxy, weight, [weight.shape[0]] if ctx.has_bias else None, stride,
-                padding, dilation, False, [0] * d, groups,
-                (True, False, ctx.has_bias and ctx.needs_input_grad[2]))
-        if ctx.has_bias and ctx.needs_input_grad[2] and gb is None:
+            # transposed convolution; output_padding restores the exact input size. (The
+            # aten.convolution_backward route with an expanded proxy input makes oneDNN
+            # materialise an input-sized tensor.)
+            k = weight.shape[2:]
+            out_pad = [x_shape[2 + i] - ((gy.shape[2 + i] - 1) * stride[i] - 2 * padding[i]
+                                         + dilation[i] * (k[i] - 1) + 1) for i in range(d)]
+            gx = torch.ops.aten.convolution(gy, weight, None, stride, padding, dilation, True,
+                                            out_pad, groups)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = gy.sum(dim=[0] + list(range(2, gy.dim())))
         if ctx.needs_input_grad[1]:
             xbar = saved[1]
@@ -244,9 +256,10 @@ def xconv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *
     seed : int, optional
         Seed of the probes of this call. ``None`` draws one from a private stream of this
         module (seeded from OS entropy; never the global torch RNG).
-    max_probe_bytes : int
+    max_probe_bytes : int or None
         Bound on one chunk of probes in ``mode="all"`` (memory/speed trade-off only; the
-        result depends on it through the chunking of the random stream).
+        result depends on it through the chunking of the random stream). ``None``: see
+        :data:`DEFAULT_MAX_PROBE_BYTES`.
 
     Returns
     -------

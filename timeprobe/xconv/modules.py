@@ -91,8 +91,9 @@ _DOC = """{n}-d convolution with a probed (unbiased, low-memory) weight gradient
     probe : {{'rademacher', 'gaussian', 'orthogonal'}}, default 'rademacher'
     seed : int, optional
         base seed of this layer's private probe stream.
-    max_probe_bytes : int
-        chunk bound for the transient probes of ``mode='all'``.
+    max_probe_bytes : int or None
+        chunk bound for the transient probes of ``mode='all'`` (None: automatic, at most
+        1/16 of the input).
     """
 
 
