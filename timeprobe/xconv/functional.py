@@ -36,9 +36,14 @@ sketch :math:`\bar{\mathbf{X}} = \mathbf{Z}^\top\mathbf{X}` and the seed of
 and :math:`\widehat{\delta\mathbf{W}} = \mathcal{C}(\mathbf{P}\mathbf{Z}, \mathbf{G})` is one
 ordinary weight-gradient convolution with batch :math:`r` instead of :math:`b` (all
 :math:`K` taps in one pass over :math:`\mathbf{G}`): :math:`b/r` times fewer flops than the
-exact gradient. Probes are drawn in chunks of at most ``max_probe_bytes`` (each chunk with
-its own derived seed ``mix_seed(seed, j)``) so the transient :math:`\mathbf{Z}` and
-:math:`\mathbf{G}` stay small (default: at most 1/16 of the input each).
+exact gradient. The probes are generated in blocks of rows of the first spatial axis
+(block ``j`` from ``mix_seed(seed, j)``, at most ``max_probe_bytes`` each): the forward pass
+accumulates :math:`\bar{\mathbf{X}}` block by block, and the backward pass walks tiles of
+output rows, forming the tile of :math:`\mathbf{G}` from the tile of :math:`\delta\mathbf{Y}`
+and regenerating just the probe rows it needs (with the halo of the kernel and zero fill
+at the borders). Input and :math:`\delta\mathbf{Y}` are each read once and the transient
+probe and pseudo-batch tiles stay small (default budget: 1/64 of the input, 1-32 MiB).
+Orthogonal probes need the whole frame (QR) and are generated in one block.
 
 ``mode="channel"`` — the same spatial probes for every channel,
 :math:`\mathbf{Z}\in\mathbb{R}^{N\times r}`, :math:`\bar{\mathbf{X}}\in\mathbb{R}^{b\times c_i\times r}`
@@ -73,13 +78,12 @@ import torch.nn.functional as F
 from .probes import check_mode, check_probe, draw_probes, mix_seed, new_seed
 
 __all__ = ["xconv1d", "xconv2d", "xconv3d", "xconv", "check_ps", "DEFAULT_MAX_PROBE_BYTES",
-           "probe_storage_bytes"]
+           "probe_storage_bytes", "probes_for"]
 
-#: ``max_probe_bytes=None`` (default) bounds one chunk of probes in ``mode="all"`` by
-#: ``clamp(input_bytes / 16, 16 MiB, 64 MiB)``: the transient probes and the matching
-#: pseudo-batch of the backward pass then add at most ~1/8 of the input size to the peak.
+#: ``max_probe_bytes=None`` (default) bounds each transient tile of ``mode="all"`` (probe
+#: block, input tile, pseudo-batch tile) by ``clamp(input_bytes / 64, 1 MiB, 32 MiB)``.
 DEFAULT_MAX_PROBE_BYTES = None
-_AUTO_MIN, _AUTO_MAX = 16 * 2 ** 20, 64 * 2 ** 20
+_AUTO_MIN, _AUTO_MAX = 2 ** 20, 32 * 2 ** 20
 
 _DEFAULT_STREAM_SEED = new_seed()
 _DEFAULT_COUNTER = itertools.count()
@@ -128,13 +132,70 @@ def _tup(v, d, name):
     return v
 
 
-def _chunks(r: int, D: int, itemsize: int, probe: str, max_bytes, b: int):
+def _budget(x_bytes: int, max_bytes) -> int:
+    if max_bytes is not None:
+        return max_bytes
+    return min(max(x_bytes // 64, _AUTO_MIN), _AUTO_MAX)
+
+
+def _block_rows(x_shape, r, itemsize, probe, max_bytes) -> int:
+    """Rows (along the first spatial axis) per generation block of the ``mode="all"``
+    probes: the probe block and the matching input tile each stay within the budget."""
+    b, ci, H = x_shape[0], x_shape[1], x_shape[2]
     if probe == "orthogonal":
-        return [(0, r)]
-    if max_bytes is None:
-        max_bytes = min(max(b * D * itemsize // 16, _AUTO_MIN), _AUTO_MAX)
-    c = max(1, min(r, max_bytes // max(1, D * itemsize)))
-    return [(s, min(c, r - s)) for s in range(0, r, c)]
+        return H  # the QR needs the whole frame: one block
+    per_row = max(b, r) * ci * math.prod(x_shape[3:]) * itemsize
+    x_bytes = math.prod(x_shape) * itemsize
+    return max(1, min(H, _budget(x_bytes, max_bytes) // per_row))
+
+
+class _RowProbes:
+    """The probes of ``mode="all"``, shape ``(r, c_in, H, *rest)``, generated in blocks of
+    ``hb`` rows of the first spatial axis; block ``j`` comes from ``mix_seed(seed, j)``, so any
+    row range can be regenerated on its own (backward tiles with halos)."""
+
+    def __init__(self, seed, r, x_shape, hb, probe, device, dtype):
+        self.seed, self.r, self.hb, self.probe = seed, r, hb, probe
+        self.ci, self.H, self.rest = x_shape[1], x_shape[2], tuple(x_shape[3:])
+        self.device, self.dtype = device, dtype
+        self.cache = {}
+
+    def nblocks(self):
+        return -(-self.H // self.hb)
+
+    def block(self, j):
+        z = self.cache.get(j)
+        if z is None:
+            h0, h1 = j * self.hb, min(self.H, (j + 1) * self.hb)
+            z = draw_probes(mix_seed(self.seed, j), self.r, (self.ci, h1 - h0) + self.rest,
+                            self.probe, device=self.device, dtype=self.dtype, total=self.r)
+            self.cache[j] = z
+        return z
+
+    def rows(self, a0, a1):
+        """Probe rows ``[a0, a1)`` (cached blocks below ``a0`` are released)."""
+        j0, j1 = a0 // self.hb, (a1 - 1) // self.hb
+        for j in [j for j in self.cache if j < j0]:
+            del self.cache[j]
+        parts = [self.block(j) for j in range(j0, j1 + 1)]
+        z = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
+        off = j0 * self.hb
+        return z[:, :, a0 - off:a1 - off]
+
+    def full(self):
+        return self.rows(0, self.H)
+
+
+def probes_for(seed, ps, x_shape, probe="rademacher", mode="all", max_probe_bytes=None,
+               dtype=torch.float32, device=None):
+    """The probe matrix a probed layer uses for an input of shape ``x_shape`` and per-call
+    seed ``seed``: ``(ps, c_in, *spatial)`` for ``mode="all"``, ``(ps, *spatial)`` for
+    ``mode="channel"`` (``dtype`` = the input dtype; it sets the block layout)."""
+    if mode == "channel":
+        return draw_probes(seed, ps, tuple(x_shape[2:]), probe, device=device, dtype=dtype)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    hb = _block_rows(tuple(x_shape), ps, itemsize, probe, max_probe_bytes)
+    return _RowProbes(seed, ps, tuple(x_shape), hb, probe, device, dtype).full()
 
 
 class _XConvFunction(torch.autograd.Function):
@@ -149,20 +210,20 @@ class _XConvFunction(torch.autograd.Function):
         ctx.meta = (stride, padding, dilation, groups, ps, mode, probe, seed)
         ctx.x_shape = tuple(x.shape)
         ctx.has_bias = bias is not None
+        ctx.max_bytes = max_bytes
         if ctx.needs_input_grad[1]:
             b = x.shape[0]
             acc = torch.promote_types(x.dtype, torch.float32)
             if mode == "all":
-                D = math.prod(x.shape[1:])
-                xf = x.reshape(b, D)
-                chunks = _chunks(ps, D, x.element_size(), probe, max_bytes, b)
-                xbar = torch.empty((b, ps), device=x.device, dtype=acc)
-                for j, (s, c) in enumerate(chunks):
-                    z = draw_probes(mix_seed(seed, j), c, x.shape[1:], probe, device=x.device,
-                                    dtype=x.dtype, total=ps)
-                    xbar[:, s:s + c] = torch.mm(xf, z.reshape(c, D).t())
-                    del z
-                ctx.chunks = chunks
+                hb = _block_rows(x.shape, ps, x.element_size(), probe, max_bytes)
+                zs = _RowProbes(seed, ps, x.shape, hb, probe, x.device, x.dtype)
+                xbar = torch.zeros((b, ps), device=x.device, dtype=acc)
+                for j in range(zs.nblocks()):
+                    z = zs.block(j)
+                    xt = x[:, :, j * hb:(j + 1) * hb].reshape(b, -1)
+                    xbar += torch.mm(xt, z.reshape(ps, -1).t())
+                    del zs.cache[j], z, xt
+                ctx.hb = hb
             else:
                 N = math.prod(x.shape[2:])
                 z = draw_probes(seed, ps, x.shape[2:], probe, device=x.device, dtype=x.dtype)
@@ -173,6 +234,45 @@ class _XConvFunction(torch.autograd.Function):
         else:
             ctx.save_for_backward(weight)
         return y
+
+    @staticmethod
+    def _weight_grad_all(ctx, gy, xbar, weight, stride, padding, dilation, groups, ps, probe,
+                         seed):
+        """sum over tiles of output rows [o0, o1) of conv_weight(P Z[rows], G[o0:o1]) with
+        G = Xbar^T dY (r pseudo-samples): one pass over dY, probes regenerated per tile."""
+        x_shape = ctx.x_shape
+        b, co = gy.shape[0], gy.shape[1]
+        H, Ho = x_shape[2], gy.shape[2]
+        out_rest = tuple(gy.shape[3:])
+        s0, p0, d0, k0 = stride[0], padding[0], dilation[0], weight.shape[2]
+        zs = _RowProbes(seed, ps, x_shape, ctx.hb, probe, gy.device, gy.dtype)
+        itemsize = gy.element_size()
+        per_row = max(b, ps) * co * math.prod(out_rest) * itemsize
+        budget = _budget(math.prod(x_shape) * itemsize, ctx.max_bytes)
+        ob = max(1, min(Ho, budget // per_row)) if probe != "orthogonal" else Ho
+        xbar_t = xbar.t().to(gy.dtype)
+        d = weight.dim() - 2
+        gw = None
+        for o0 in range(0, Ho, ob):
+            o1 = min(Ho, o0 + ob)
+            i0 = o0 * s0 - p0                         # first input row used (may be < 0)
+            i1 = (o1 - 1) * s0 - p0 + d0 * (k0 - 1) + 1  # one past the last row used
+            a0, a1 = max(i0, 0), min(i1, H)
+            if a1 <= a0:
+                continue                               # tile sees only zero padding
+            z = zs.rows(a0, a1)
+            if a0 > i0 or i1 > a1:                     # zero fill at the borders (never wrap)
+                z = F.pad(z, [0, 0] * (d - 1) + [a0 - i0, i1 - a1])
+            G = torch.mm(xbar_t, gy[:, :, o0:o1].reshape(b, -1))
+            G = G.reshape((ps, co, o1 - o0) + out_rest)
+            part = torch.ops.aten.convolution_backward(
+                G, z, weight, None, stride, [0] + padding[1:], dilation, False, [0] * d,
+                groups, (False, True, False))[1]
+            del G, z
+            gw = part if gw is None else gw.add_(part)
+        if gw is None:
+            gw = torch.zeros_like(weight)
+        return gw
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -201,17 +301,8 @@ class _XConvFunction(torch.autograd.Function):
             b, co = gy.shape[0], gy.shape[1]
             out_sp = tuple(gy.shape[2:])
             if mode == "all":
-                D = math.prod(x_shape[1:])
-                gyf = gy.reshape(b, -1)
-                for j, (s, c) in enumerate(ctx.chunks):
-                    z = draw_probes(mix_seed(seed, j), c, x_shape[1:], probe, device=gy.device,
-                                    dtype=gy.dtype, total=ps)
-                    G = torch.mm(xbar[:, s:s + c].t().to(gy.dtype), gyf).reshape((c, co) + out_sp)
-                    part = torch.ops.aten.convolution_backward(
-                        G, z, weight, None, stride, padding, dilation, False, [0] * d, groups,
-                        (False, True, False))[1]
-                    del G, z
-                    gw = part if gw is None else gw.add_(part)
+                gw = _XConvFunction._weight_grad_all(ctx, gy, xbar, weight, stride, padding, dilation,
+                                           groups, ps, probe, seed)
             else:
                 ci = x_shape[1]
                 z = draw_probes(seed, ps, x_shape[2:], probe, device=gy.device, dtype=gy.dtype)
@@ -257,8 +348,8 @@ def xconv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *
         Seed of the probes of this call. ``None`` draws one from a private stream of this
         module (seeded from OS entropy; never the global torch RNG).
     max_probe_bytes : int or None
-        Bound on one chunk of probes in ``mode="all"`` (memory/speed trade-off only; the
-        result depends on it through the chunking of the random stream). ``None``: see
+        Bound on the transient tiles of ``mode="all"`` (memory/speed trade-off; the probes
+        depend on it through the block layout of the random stream). ``None``: see
         :data:`DEFAULT_MAX_PROBE_BYTES`.
 
     Returns
