@@ -25,7 +25,7 @@ __all__ = ["Geometry", "Data", "ricker", "resample", "resampling_operator", "tim
 
 def time_axis(dt, t, t0=0.0):
     """Sampling times ``t0, t0+dt, …`` up to ``t`` (ms) (the last sample at or just below ``t``)."""
-    nt = int(np.floor((t - t0) / dt + 1e-6)) + 1
+    nt = int(np.floor((t - t0) / dt + 1e-4)) + 1  # tolerate float32 round-off in dt
     return t0 + dt * np.arange(nt)
 
 

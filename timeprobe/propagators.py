@@ -45,7 +45,7 @@ def computational_axis(model, *geometries):
     """(dt, nt) of the computational axis covering the longest recording of ``geometries``."""
     t_end = max(g.t for g in geometries)
     dt = model.dt
-    nt = int(math.ceil(t_end / dt - 1e-9)) + 1
+    nt = int(math.ceil(t_end / dt - 1e-4)) + 1  # tolerate float32 round-off in dt
     return dt, nt
 
 
