@@ -1,0 +1,254 @@
+"""Tests of the models package: Overthrust lookup/download/verification, synthetic model, initial model."""
+import inspect
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+import models
+from models import overthrust as ot
+from timeprobe.model import Model
+
+
+@pytest.fixture
+def isolated(monkeypatch, tmp_path):
+    """No environment or shared-folder lookups, no network: only what a test puts in place."""
+    monkeypatch.delenv("TIMEPROBE_DATA", raising=False)
+    monkeypatch.delenv("TIMEPROBE_OFFLINE", raising=False)
+    monkeypatch.setenv("TIMEPROBE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(ot, "OVERTHRUST_URLS", ())
+    monkeypatch.setattr(ot, "_shared_models_dir", lambda: tmp_path / "no_shared" / "models")
+    return tmp_path
+
+
+def _copy_2d(shared_dir, dest_dir, with_copyright=False):
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(shared_dir / "models" / "overthrust_2D.h5", dest_dir / "overthrust_2D.h5")
+    if with_copyright:
+        shutil.copyfile(shared_dir / "models" / "COPYRIGHT", dest_dir / "COPYRIGHT")
+    return dest_dir / "overthrust_2D.h5"
+
+
+# --------------------------------------------------------------------------- Overthrust files
+@pytest.mark.parametrize("which, shape", [("small", (401, 121)), ("2D", (801, 207))])
+def test_load_overthrust_from_shared(shared_dir, which, shape):
+    m = models.load_overthrust(which, search=shared_dir / "models", use_defaults=False, download=False, nbl=10)
+    assert isinstance(m, Model) and m.shape == shape and m.spacing == (25.0, 25.0) and m.nbl == 10
+    assert m.vp.min() == pytest.approx(1.5, abs=1e-3) and 5.4 < m.vp.max() <= 6.0 + 1e-3
+    assert models.detect_water_rows(m) == 20
+    m0 = models.load_overthrust(which, key="m0", search=shared_dir, use_defaults=False, download=False)
+    assert m0.shape == shape and not np.allclose(m0.m, m.m)
+    # m0 is smooth: its total variation below the water is far smaller than the true model's
+    rough = lambda a: (np.diff(a[:, 20:], axis=1) ** 2).sum()  # noqa: E731
+    assert rough(m0.m) < 0.1 * rough(m.m)
+
+
+def test_small_is_window_of_2d(shared_dir):
+    big = models.load_overthrust("2D", search=shared_dir, use_defaults=False, download=False)
+    small = models.load_overthrust("small", search=shared_dir, use_defaults=False, download=False)
+    np.testing.assert_array_equal(small.m, big.m[models.SMALL_WINDOW])
+
+
+def test_overthrust_pair_shares_dt(shared_dir):
+    true, init = models.overthrust_pair("small", search=shared_dir, use_defaults=False, download=False)
+    assert true.dt == init.dt == min(true.critical_dt, init.critical_dt)
+    assert true.shape == init.shape == (401, 121)
+    t2, i2 = models.overthrust_pair("small", search=shared_dir, use_defaults=False, download=False, dt=1.0)
+    assert t2.dt == i2.dt == 1.0
+
+
+def test_env_lookup_before_shared(isolated, shared_dir, monkeypatch):
+    data = isolated / "data"
+    (data / "models").mkdir(parents=True)
+    shutil.copyfile(shared_dir / "models" / "overthrust_small.h5", data / "models" / "overthrust_small.h5")
+    monkeypatch.setenv("TIMEPROBE_DATA", str(data))
+    assert models.find_overthrust("small", download=False) == data / "models" / "overthrust_small.h5"
+
+
+def test_small_cut_from_2d_into_cache(isolated, shared_dir):
+    src = _copy_2d(shared_dir, isolated / "src")          # no COPYRIGHT beside it
+    path = models.find_overthrust("small", search=src.parent, download=False)
+    cache = isolated / "cache" / "models"
+    assert path == cache / "overthrust_small.h5"
+    ref = shared_dir / "models" / "overthrust_small.h5"
+    with h5py.File(path, "r") as a, h5py.File(ref, "r") as b:
+        for k in ("n", "d", "o", "m", "m0"):
+            np.testing.assert_array_equal(a[k][()], b[k][()])
+        assert "SEG" in a["copyright"][()].decode()
+    notice = (cache / "COPYRIGHT").read_text()
+    assert "SEG" in notice and "EAGE" in notice and "Aminzadeh" in notice
+    # a second lookup finds the cached copy without the 2D file
+    (src.parent / "overthrust_2D.h5").unlink()
+    assert models.find_overthrust("small", download=False) == path
+
+
+def test_original_copyright_travels_with_cached_copy(isolated, shared_dir):
+    src = _copy_2d(shared_dir, isolated / "src", with_copyright=True)
+    models.find_overthrust("small", search=src, download=False)
+    cached = isolated / "cache" / "models" / "COPYRIGHT"
+    assert cached.read_text() == (shared_dir / "models" / "COPYRIGHT").read_text()
+
+
+def test_download_from_user_url(isolated, shared_dir):
+    src = _copy_2d(shared_dir, isolated / "mirror")
+    model = models.load_overthrust("2D", url=src.as_uri())   # file:// stands in for ftp://
+    assert model.shape == (801, 207)
+    cache = isolated / "cache" / "models"
+    assert (cache / "overthrust_2D.h5").is_file() and (cache / "COPYRIGHT").is_file()
+    assert src.as_uri() in (cache / "COPYRIGHT").read_text()
+    with h5py.File(cache / "overthrust_2D.h5", "r") as f:
+        assert "copyright" in f
+    assert not list(cache.glob("*.part"))
+    # small from the same download
+    small = models.load_overthrust("small", url=src.as_uri())
+    assert small.shape == (401, 121)
+
+
+def test_default_url_is_tried(isolated, shared_dir, monkeypatch):
+    src = _copy_2d(shared_dir, isolated / "mirror")
+    monkeypatch.setattr(ot, "OVERTHRUST_URLS", ("file:///nonexistent/overthrust_model_2D.h5", src.as_uri()))
+    assert models.find_overthrust("2D") == isolated / "cache" / "models" / "overthrust_2D.h5"
+
+
+def test_public_url_names():
+    assert ot.OVERTHRUST_URLS[0].startswith("ftp://slim.gatech.edu/data/SoftwareRelease/WaveformInversion.jl/2DFWI/")
+
+
+def test_not_found_message_lists_places(isolated, monkeypatch):
+    monkeypatch.setenv("TIMEPROBE_DATA", str(isolated / "envdata"))
+    bad_url = (isolated / "missing.h5").as_uri()
+    with pytest.raises(FileNotFoundError) as e:
+        models.load_overthrust("small", search=[isolated / "mine"], url=bad_url)
+    msg = str(e.value)
+    for place in (isolated / "mine", isolated / "envdata" / "models", isolated / "no_shared" / "models",
+                  isolated / "cache" / "models"):
+        assert str(place) in msg
+    assert bad_url in msg and "TIMEPROBE_DATA" in msg and "url=" in msg
+    with pytest.raises(FileNotFoundError, match="download=False"):
+        models.find_overthrust("2D", download=False)
+    monkeypatch.setenv("TIMEPROBE_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="TIMEPROBE_OFFLINE"):
+        models.find_overthrust("2D", url=bad_url)
+
+
+def test_explicit_missing_file_raises(isolated):
+    with pytest.raises(FileNotFoundError, match="nothere.h5"):
+        models.load_overthrust("2D", search=isolated / "nothere.h5")
+
+
+def _write_h5(path, **datasets):
+    with h5py.File(path, "w") as f:
+        for k, v in datasets.items():
+            f[k] = v
+    return path
+
+
+def test_wrong_layouts_rejected(isolated):
+    nx, nz = 401, 121
+    good = dict(n=np.array([nx, nz]), d=np.array([25.0, 25.0]), o=np.zeros(2),
+                m=np.full((nz, nx), 0.2, np.float32), m0=np.full((nz, nx), 0.2, np.float32))
+    p = _write_h5(isolated / "overthrust_small.h5", **good)
+    assert models.verify_overthrust_file(p, "small") == (nx, nz)
+    cases = {
+        "missing": ({k: v for k, v in good.items() if k != "m0"}, r"missing dataset\(s\) \['m0'\]"),
+        "shape": (dict(good, m=np.full((nx, nz + 1), 0.2, np.float32)), "has shape"),
+        "velocity": (dict(good, m=np.full((nz, nx), 3000.0, np.float32)), "squared slowness"),
+        "size": (dict(good, n=np.array([nz, nx]), m=good["m"].T, m0=good["m0"].T), "has n ="),
+        "negative": (dict(good, m0=-good["m0"]), "non-positive"),
+    }
+    for name, (data, match) in cases.items():
+        p = _write_h5(isolated / f"{name}.h5", **data)
+        with pytest.raises(ValueError, match=match):
+            models.verify_overthrust_file(p, "small")
+    (isolated / "bad").mkdir()
+    (isolated / "bad" / "overthrust_small.h5").write_text("not hdf5")
+    with pytest.raises(ValueError, match="not a readable HDF5"):
+        models.load_overthrust("small", search=isolated / "bad", download=False)
+    with pytest.raises(ValueError, match="which"):
+        models.load_overthrust("3D")
+    with pytest.raises(ValueError, match="key"):
+        models.load_overthrust("small", key="vp")
+
+
+def test_downloaded_file_with_wrong_layout_not_cached(isolated):
+    bogus = _write_h5(isolated / "bogus.h5", n=np.array([3, 3]))
+    with pytest.raises(FileNotFoundError, match="wrong layout"):
+        models.find_overthrust("2D", url=bogus.as_uri())
+    assert not (isolated / "cache" / "models" / "overthrust_2D.h5").exists()
+
+
+# --------------------------------------------------------------------------- synthetic model
+def test_synthetic_thrust_properties():
+    m = models.synthetic_thrust(nbl=10)
+    assert isinstance(m, Model) and m.shape == (401, 121) and m.spacing == (25.0, 25.0)
+    vp = m.vp
+    assert models.detect_water_rows(m) == 20
+    assert np.all(vp[:, :20] == 1.5)
+    assert vp[:, 20:].min() >= 1.8 and 4.5 < vp.max() <= 5.5
+    # velocity grows with depth on average, and the structure varies laterally (dip, fault, fold)
+    mean_z = vp[:, 20:].mean(axis=0)
+    assert mean_z[-1] > mean_z[0] + 2.0
+    assert np.corrcoef(np.arange(mean_z.size), mean_z)[0, 1] > 0.9
+    assert np.std(vp[:, 60]) > 0.2
+    # deterministic, and honest about what it is
+    np.testing.assert_array_equal(models.synthetic_thrust(nbl=10).m, m.m)
+    doc = inspect.getdoc(models.synthetic_thrust)
+    assert "SYNTHETIC" in doc and "not the SEG/EAGE Overthrust" in doc
+    small = models.synthetic_thrust(nx=61, nz=31, spacing=10.0, water_depth=50.0, nbl=5)
+    assert small.shape == (61, 31) and models.detect_water_rows(small) == 5
+
+
+def test_synthetic_thrust_fault_offsets_layers():
+    # no fault (throw 0, no fold) -> layer boundaries are straight dipping lines; the fault breaks that
+    plain = models.synthetic_thrust(throw=0.0, fold_amplitude=0.0, nbl=5).vp
+    faulted = models.synthetic_thrust(nbl=5).vp
+    left = slice(0, 100)                 # far footwall, left of the fault: unchanged
+    np.testing.assert_array_equal(plain[left], faulted[left])
+    assert np.mean(plain != faulted) > 0.05
+
+
+def test_synthetic_thrust_bad_input():
+    with pytest.raises(ValueError, match="water_depth"):
+        models.synthetic_thrust(nz=10, spacing=25.0, water_depth=500.0)
+    with pytest.raises(ValueError, match="nx"):
+        models.synthetic_thrust(nx=1)
+    with pytest.raises(ValueError, match="velocities"):
+        models.synthetic_thrust(velocities=[1.0, 2.0])
+
+
+# --------------------------------------------------------------------------- initial model
+def test_initial_model_smooths_below_water_only():
+    true = models.synthetic_thrust(nbl=10)
+    init = models.initial_model(true, sigma_m=200.0)
+    assert isinstance(init, Model) and init.shape == true.shape and init.nbl == 10
+    np.testing.assert_array_equal(init.m[:, :20], true.m[:, :20])
+    # roughness (energy of the first differences) below the water drops sharply
+    rough = lambda a: (np.diff(a[:, 20:], axis=1) ** 2).sum() + (np.diff(a[:, 20:], axis=0) ** 2).sum()  # noqa
+    assert rough(init.m) < 0.1 * rough(true.m)
+    # no water bleeding into the sediments: smoothing the extended slowness is a convex
+    # combination of sediment values, so velocities stay within the sediments' range
+    assert init.vp[:, 20:].min() >= true.vp[:, 20:].min() - 1e-4
+    assert init.vp[:, 20:].max() <= true.vp[:, 20:].max() + 1e-4
+    # the naive smoothing (water included) would drag the sea floor below that range
+    naive = true.smooth(200.0, fix_top=20)
+    assert naive.vp[:, 20].min() < true.vp[:, 20:].min() - 0.05
+    # explicit water rows give the same result as detection
+    np.testing.assert_array_equal(models.initial_model(true, 200.0, water_rows=20).m, init.m)
+
+
+def test_initial_model_overthrust(shared_dir):
+    true = models.load_overthrust("small", search=shared_dir, use_defaults=False, download=False)
+    init = models.initial_model(true, sigma_m=(300.0, 150.0))
+    np.testing.assert_array_equal(init.m[:, :20], true.m[:, :20])
+    assert np.abs(init.m - true.m).max() > 0
+
+
+def test_initial_model_bad_input():
+    true = models.synthetic_thrust(nx=31, nz=21, spacing=10.0, water_depth=40.0, nbl=4)
+    with pytest.raises(ValueError, match="sigma_m"):
+        models.initial_model(true, 0.0)
+    with pytest.raises(ValueError, match="water_rows"):
+        models.initial_model(true, 50.0, water_rows=21)
+    with pytest.raises(TypeError, match="Model"):
+        models.initial_model(true.m, 50.0)
