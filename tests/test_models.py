@@ -252,3 +252,16 @@ def test_initial_model_bad_input():
         models.initial_model(true, 50.0, water_rows=21)
     with pytest.raises(TypeError, match="Model"):
         models.initial_model(true.m, 50.0)
+
+
+# --------------------------------------------------------------------------- example pairs
+def test_example_models_real_then_synthetic_fallback(isolated, shared_dir):
+    true, init, label = models.example_models("small", search=shared_dir, nbl=8)
+    assert "Overthrust" in label and "synthetic" not in label and true.shape == (401, 121) and true.nbl == 8
+    with pytest.warns(UserWarning, match="SYNTHETIC"):
+        true, init, label = models.example_models("small", nbl=8)
+    assert "synthetic" in label and "not Overthrust" in label
+    assert true.shape == init.shape == (401, 121) and true.dt == init.dt and true.nbl == 8
+    np.testing.assert_array_equal(init.m[:, :20], true.m[:, :20])
+    with pytest.raises(FileNotFoundError):
+        models.example_models("2D", allow_synthetic=False)
