@@ -515,3 +515,19 @@ def test_pickle_and_deepcopy():
     lay = Xconv3D(2, 2, 3, ps=3, seed=5)
     for other in (copy.deepcopy(lay), pickle.loads(pickle.dumps(lay))):
         assert other.seed == 5 and other.ps == 3
+
+
+@pytest.mark.parametrize("mode", ["all", "channel"])
+def test_channels_last_same_estimate(mode):
+    lay, x = build(dict(ci=4, co=6, k=3, padding=1, stride=(2, 1)), (3, 4, 9, 8), ps=5,
+                   mode=mode, seed=3)
+    lay.max_probe_bytes = 700  # several row blocks / tiles
+    R = output_like(lay, x)
+    _, gx, gw, gb = probed_grads(lay, x, R)
+    s = lay.last_seed
+    xcl = x.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    w = lay.weight.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    y = X.xconv2d(xcl, w, None, (2, 1), 1, ps=5, mode=mode, seed=s, max_probe_bytes=700)
+    y.backward(R.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(xcl.grad, gx)
+    torch.testing.assert_close(w.grad, gw)

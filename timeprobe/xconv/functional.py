@@ -186,6 +186,22 @@ class _RowProbes:
         return self.rows(0, self.H)
 
 
+def _layout_perm(x):
+    """Dimension order of ``x`` in memory: channels-last inputs are read without a copy."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return [0, 2, 3, 1]
+    if x.dim() == 5 and not x.is_contiguous() and x.is_contiguous(
+            memory_format=torch.channels_last_3d):
+        return [0, 2, 3, 4, 1]
+    return list(range(x.dim()))
+
+
+def _memory_format(perm):
+    if perm is not None and perm[1] != 1:
+        return torch.channels_last if len(perm) == 4 else torch.channels_last_3d
+    return torch.contiguous_format
+
+
 def probes_for(seed, ps, x_shape, probe="rademacher", mode="all", max_probe_bytes=None,
                dtype=torch.float32, device=None):
     """The probe matrix a probed layer uses for an input of shape ``x_shape`` and per-call
@@ -218,10 +234,14 @@ class _XConvFunction(torch.autograd.Function):
                 hb = _block_rows(x.shape, ps, x.element_size(), probe, max_bytes)
                 zs = _RowProbes(seed, ps, x.shape, hb, probe, x.device, x.dtype)
                 xbar = torch.zeros((b, ps), device=x.device, dtype=acc)
+                perm = _layout_perm(x)
+                ctx.perm = perm
+                xp, h_axis = x.permute(perm), perm.index(2)
                 for j in range(zs.nblocks()):
                     z = zs.block(j)
-                    xt = x[:, :, j * hb:(j + 1) * hb].reshape(b, -1)
-                    xbar += torch.mm(xt, z.reshape(ps, -1).t())
+                    h0 = j * hb
+                    xt = xp.narrow(h_axis, h0, min(hb, x.shape[2] - h0)).reshape(b, -1)
+                    xbar += torch.mm(xt, z.permute(perm).reshape(ps, -1).t())
                     del zs.cache[j], z, xt
                 ctx.hb = hb
             else:
@@ -252,6 +272,10 @@ class _XConvFunction(torch.autograd.Function):
         ob = max(1, min(Ho, budget // per_row)) if probe != "orthogonal" else Ho
         xbar_t = xbar.t().to(gy.dtype)
         d = weight.dim() - 2
+        perm = ctx.perm
+        inv = [perm.index(i) for i in range(len(perm))]
+        gp, h_axis = gy.permute(perm), perm.index(2)
+        fmt = _memory_format(perm)
         gw = None
         for o0 in range(0, Ho, ob):
             o1 = min(Ho, o0 + ob)
@@ -263,8 +287,10 @@ class _XConvFunction(torch.autograd.Function):
             z = zs.rows(a0, a1)
             if a0 > i0 or i1 > a1:                     # zero fill at the borders (never wrap)
                 z = F.pad(z, [0, 0] * (d - 1) + [a0 - i0, i1 - a1])
-            G = torch.mm(xbar_t, gy[:, :, o0:o1].reshape(b, -1))
-            G = G.reshape((ps, co, o1 - o0) + out_rest)
+            gt = gp.narrow(h_axis, o0, o1 - o0)
+            G = torch.mm(xbar_t, gt.reshape(b, -1)).reshape((ps,) + tuple(gt.shape[1:]))
+            G = G.permute(inv)  # logical (r, c_out, rows, ...), in the layout of dY
+            z = z.contiguous(memory_format=fmt)
             part = torch.ops.aten.convolution_backward(
                 G, z, weight, None, stride, [0] + padding[1:], dilation, False, [0] * d,
                 groups, (False, True, False))[1]
@@ -280,7 +306,8 @@ class _XConvFunction(torch.autograd.Function):
         stride, padding, dilation, groups, ps, mode, probe, seed = ctx.meta
         saved = ctx.saved_tensors
         weight = saved[0]
-        gy = gy.contiguous()  # e.g. expanded by sum()/mean(): materialise once, not per use
+        # e.g. expanded by sum()/mean(): materialise once (in the input's layout), not per use
+        gy = gy.contiguous(memory_format=_memory_format(getattr(ctx, "perm", None)))
         d = weight.dim() - 2
         x_shape = ctx.x_shape
         gx = gw = gb = None
