@@ -193,9 +193,16 @@ class Probing:
 
 # --------------------------------------------------------------------------- operator factories
 def _probe_dims(ws, r, B=None):
-    p = DefaultDimension(name="p", default_value=r)
-    b = DefaultDimension(name="b", default_value=B) if B else None
-    return p, b
+    """The probe (``p``, size r) and ring-buffer (``b``, size B) dimensions, one object each per workspace.
+
+    Devito tells dimensions apart by identity: two ``p`` objects would become two nested loops.
+    """
+    def dim(name, size):
+        key = ("dim", name, size)
+        if key not in ws._fields:
+            ws._fields[key] = DefaultDimension(name=name, default_value=size)
+        return ws._fields[key]
+    return dim("p", r), (dim("b", B) if B else None)
 
 
 def _op_forward(ws, save=None, probing=None, born_dm=False):
@@ -262,7 +269,7 @@ def _probe_eqs(ws, field_expr_source, probing, adjoint, expr=None):
 
 def _probe_function(ws, name, dims):
     """Placeholder ``Function`` over probe/buffer/space dimensions (shape set at run time)."""
-    key = ("probe", name, tuple(d.name for d in dims))
+    key = ("probe", name, tuple(id(d) for d in dims))
     if key not in ws._fields:
         shape = []
         for d in dims:
@@ -320,7 +327,7 @@ def _op_adjoint(ws, grad_save=None, probing=None, ic="as", src_interp=True):
 # --------------------------------------------------------------------------- per-shot runs
 def _probe_data(ws, name, arr):
     """Bind ``arr`` (numpy) to a fresh Function shaped like the placeholder ``name``."""
-    ph = [f for k, f in ws._fields.items() if isinstance(k, tuple) and k[:2] == ("probe", name)][0]
+    ph = [f for k, f in ws._fields.items() if isinstance(k, tuple) and k[:2] == ("probe", name)][-1]
     f = Function(name=name, dimensions=ph.dimensions, shape=arr.shape,
                  grid=ph.grid, space_order=0, dtype=ws.dtype)
     f.data[:] = arr
@@ -360,8 +367,8 @@ def run_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, save=False, pr
             del ubar
             scale = probing.subsample * dt
             if probing.method == "eq":
-                Qt = np.zeros((nt, probing.r), dtype=np.float32)
-                Qt[::probing.subsample] = scale * probing.Q
+                Qt = np.zeros((nt + 1, probing.r), dtype=np.float32)  # nt + 1: see _pad_time
+                Qt[:nt:probing.subsample] = scale * probing.Q
                 kwargs["Qt"] = _probe_data(ws, "Qt", Qt)
             else:
                 W = probing.blocked_weights(nt, scale, adjoint=False)
@@ -432,8 +439,8 @@ def run_adjoint(model, rec_coords, residual_c, dt, nt, src_coords=None, usave=No
             pkey = _probe_key(probing)[:-1] + (direct,)
             op = _op_adjoint(ws, probing=pkey, ic=ic, src_interp=srca is not None)
             if probing.method == "eq":
-                Qt = np.zeros((nt, probing.r), dtype=np.float32)
-                Qt[::probing.subsample] = probing.Q
+                Qt = np.zeros((nt + 1, probing.r), dtype=np.float32)  # nt + 1: see _pad_time
+                Qt[:nt:probing.subsample] = probing.Q
                 kwargs["Qt"] = _probe_data(ws, "Qt", Qt)
             else:
                 kwargs["Qblk"] = _probe_data(ws, "Qblk", probing.blocked_weights(nt, 1.0, adjoint=True))
