@@ -1,0 +1,224 @@
+"""Gradient strategies behind one switch — the seed's memory/compute table, runnable.
+
+Every strategy returns the FWI misfit and gradient of :func:`timeprobe.objectives.fwi_objective`::
+
+    f = ½ Σ_shots dt_d ‖R P u − d‖²,        g(x) = −dt Σ_n u[n, x] · v̈[n, x]
+
+(``v`` the adjoint field driven by ``(dt_d/dt)·Rᵀ r``; ``n = 1 … nt−1``, the loop
+range of every timeprobe operator). They differ in how ``u`` is made available
+to the adjoint pass:
+
+=============  =====================================================  ===================  ==================
+strategy       what is kept of ``u``                                  extra memory         extra compute
+=============  =====================================================  ===================  ==================
+``full``       every snapshot (``fwi_objective(ps=None)``)            ``nt·N``             none
+``subsample``  every k-th snapshot (Devito ``ConditionalDimension``;  ``(nt−1)/k·N``        none
+               ``g ≈ −k·dt Σ_{n ≡ 0 mod k} u[n]·v̈[n]``)
+``dft``        on-the-fly DFT at ``nf`` frequencies = probing with    ``2·nf·N`` (+ ring)  the accumulation
+               ``mode="dft"``: ``2·nf`` real columns (cos/sin pairs)
+``checkpoint`` ``c`` checkpoints of the 3-level buffer (pyrevolve     ``3·c·N``            recomputation
+               optimal schedule + ``devito.checkpointing``); exact                         (≈ 1–2 extra fwd)
+``probe``      ``ū = dt·Qᵀu``, r columns (``fwi_objective(ps=r)``)    ``r·N`` (+ ring)     the accumulation
+=============  =====================================================  ===================  ==================
+
+``full`` and ``checkpoint`` are exact (identical terms, round-off only);
+``subsample`` with ``k = 1`` is exact too.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from devito import ConditionalDimension, Inc, Eq, TimeFunction
+
+from .kernels import build, wave_stencil, workspace
+from .objectives import fwi_objective
+from .propagators import (check_inputs, computational_axis, from_computational,
+                          from_computational_adjoint, grid_coordinates, to_computational)
+
+__all__ = ["gradient", "STRATEGIES"]
+
+STRATEGIES = ("full", "subsample", "dft", "checkpoint", "probe")
+
+
+def _pad_time(traces, n=1):
+    return np.concatenate([traces, np.zeros((n,) + traces.shape[1:], traces.dtype)])
+
+
+def _check_int(name, value, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+# --------------------------------------------------------------------------- operators
+def _op_fwd_subsampled(ws, k, nsnap):
+    """Forward modelling that also saves ``usub[s] = u[k·s]`` (ConditionalDimension, factor k)."""
+    def make():
+        u = ws.field("u")
+        tsub = ConditionalDimension(name="tsub", parent=ws.time_dim, factor=k)
+        usub = TimeFunction(name="usub", grid=ws.grid, time_order=0, space_order=0,
+                            save=nsnap, time_dim=tsub)
+        src, rec, s = ws.sparse("src"), ws.sparse("rec"), ws.dt_symbol
+        eqs = [wave_stencil(u, ws.m, ws.damp)]
+        eqs += src.inject(field=u.forward, expr=src * s**2 / ws.m)
+        eqs += rec.interpolate(expr=u)
+        eqs += [Eq(usub, u)]
+        ws._fields[("strategies", "usub", k, nsnap)] = usub
+        return build(ws, eqs, "ForwardSub")
+    op = ws.operator(("strategies-fwd-sub", k, nsnap), make)
+    return op, ws._fields[("strategies", "usub", k, nsnap)]
+
+
+def _op_adj_subsampled(ws, k, nsnap, usub):
+    """Adjoint with ``grad −= k·dt·usub[n/k]·v̈[n]`` at ``n ≡ 0 (mod k)``."""
+    def make():
+        v, rec, s = ws.field("v"), ws.sparse("rec"), ws.dt_symbol
+        grad = ws.function("grad")
+        eqs = [wave_stencil(v, ws.m, ws.damp, forward=False)]
+        eqs += rec.inject(field=v.backward, expr=rec * s**2 / ws.m)
+        eqs += [Inc(grad, -k * s * usub * v.dt2)]
+        return build(ws, eqs, "AdjointSub")
+    return ws.operator(("strategies-adj-sub", k, nsnap), make)
+
+
+def _op_fwd_plain(ws):
+    def make():
+        u = ws.field("u")
+        src, rec, s = ws.sparse("src"), ws.sparse("rec"), ws.dt_symbol
+        eqs = [wave_stencil(u, ws.m, ws.damp)]
+        eqs += src.inject(field=u.forward, expr=src * s**2 / ws.m)
+        eqs += rec.interpolate(expr=u)
+        return build(ws, eqs, "ForwardCP")
+    return ws.operator(("strategies-fwd-cp",), make)
+
+
+def _op_grad_buffered(ws):
+    """Adjoint step + ``grad −= dt·u[n]·v̈[n]`` with ``u`` the (recomputed) 3-level forward buffer."""
+    def make():
+        u, v, rec, s = ws.field("u"), ws.field("v"), ws.sparse("rec"), ws.dt_symbol
+        grad = ws.function("grad")
+        eqs = [wave_stencil(v, ws.m, ws.damp, forward=False)]
+        eqs += rec.inject(field=v.backward, expr=rec * s**2 / ws.m)
+        eqs += [Inc(grad, -s * u * v.dt2)]
+        return build(ws, eqs, "GradientCP")
+    return ws.operator(("strategies-grad-cp",), make)
+
+
+# --------------------------------------------------------------------------- per shot
+def _shot_subsample(model, src_coords, wc, rec_coords, res_fn, dt, nt, k):
+    ws = workspace(model)
+    # Devito needs one consistent time size across the operator's functions: the
+    # sparse traces get nsnap·k ≥ nt + 1 samples (zero-padded), usub nsnap snapshots.
+    nsnap = -(-(nt + 1) // k)
+    npad = nsnap * k
+    with ws.lock:
+        fop, usub_ph = _op_fwd_subsampled(ws, k, nsnap)
+        usub = TimeFunction(name="usub", grid=ws.grid, time_order=0, space_order=0,
+                            save=nsnap, time_dim=usub_ph.time_dim)
+        src = ws.new_sparse("src", grid_coordinates(model, src_coords), _pad_time(wc, npad - nt))
+        rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), nt=npad)
+        ws.field("u").data[:] = 0
+        fop.apply(src=src, rec=rec, usub=usub, dt=dt, time_m=1, time_M=nt - 1)
+        f, adj = res_fn(np.array(rec.data[:nt]))
+        aop = _op_adj_subsampled(ws, k, nsnap, usub_ph)
+        reca = ws.new_sparse("rec", grid_coordinates(model, rec_coords), _pad_time(adj, npad - nt))
+        ws.field("v").data[:] = 0
+        grad = ws.function("grad")
+        grad.data[:] = 0
+        aop.apply(rec=reca, usub=usub, grad=grad, dt=dt, time_m=1, time_M=nt - 1)
+        return f, np.array(grad.data)
+
+
+def _shot_checkpoint(model, src_coords, wc, rec_coords, res_fn, dt, nt, n_checkpoints):
+    from devito.checkpointing import CheckpointOperator, DevitoCheckpoint
+    from pyrevolve import Revolver
+    ws = workspace(model)
+    with ws.lock:
+        fop, gop = _op_fwd_plain(ws), _op_grad_buffered(ws)
+        u, v, grad = ws.field("u"), ws.field("v"), ws.function("grad")
+        # first pass: plain forward for the residual (the adjoint source must be known
+        # before the reverse sweep; pyrevolve's forward sweep recomputes u anyway).
+        src = ws.new_sparse("src", grid_coordinates(model, src_coords), _pad_time(wc))
+        rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), nt=nt + 1)
+        u.data[:] = 0
+        fop.apply(src=src, rec=rec, dt=dt, time_m=1, time_M=nt - 1)
+        f, adj = res_fn(np.array(rec.data[:nt]))
+        reca = ws.new_sparse("rec", grid_coordinates(model, rec_coords), _pad_time(adj))
+        rec2 = ws.new_sparse("rec", grid_coordinates(model, rec_coords), nt=nt + 1)
+        u.data[:] = 0
+        v.data[:] = 0
+        grad.data[:] = 0
+        cp = DevitoCheckpoint([u])
+        wrap_fw = CheckpointOperator(fop, src=src, rec=rec2, u=u, dt=dt, time_m=1, time_M=nt - 1)
+        wrap_rev = CheckpointOperator(gop, u=u, v=v, rec=reca, grad=grad, dt=dt, time_m=1, time_M=nt - 1)
+        wrp = Revolver(cp, wrap_fw, wrap_rev, n_checkpoints, nt - 1)
+        wrp.apply_forward()
+        wrp.apply_reverse()
+        return f, np.array(grad.data)
+
+
+def _own_loop(model, q, d, shot_fn):
+    f = 0.0
+    g = np.zeros(model.shape_padded, dtype=np.float64)
+    for i in range(q.nshots):
+        qi, di = q[i], d[i]
+        dt, nt = computational_axis(model, qi.geometry, di.geometry)
+        wc = to_computational(qi.arrays[0], qi.geometry, dt, nt)
+
+        def res_fn(rec_c, di=di, dt=dt, nt=nt):
+            res = from_computational(rec_c, di.geometry[0], dt, nt) - di.arrays[0]
+            fi = 0.5 * di.dt * float(np.sum(res.astype(np.float64) ** 2))
+            return fi, (di.dt / dt) * from_computational_adjoint(res, di.geometry[0], dt, nt)
+
+        fi, gi = shot_fn(model, qi.geometry.coordinates[0], wc, di.geometry.coordinates[0], res_fn, dt, nt)
+        f += fi
+        g += gi
+    return f, model.unpad(g).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- switch
+def gradient(model, q, d, strategy="probe", **opts):
+    """FWI misfit and gradient ``(f, g)`` by one of :data:`STRATEGIES`.
+
+    Options per strategy:
+
+    * ``"full"``: none.
+    * ``"subsample"``: ``k`` (int ≥ 1, default 1) — snapshots ``u[k·s]`` kept, weight ``k·dt``.
+    * ``"dft"``: ``nf`` (frequencies; the probe matrix has ``2·nf`` real cos/sin
+      columns), ``seed``, ``subsample`` ("auto" or k), ``method``, ``block`` —
+      forwarded to ``fwi_objective(ps=2·nf, mode="dft")``.
+    * ``"checkpoint"``: ``n_checkpoints`` (default ``None``: pyrevolve's choice for the
+      available memory; an int fixes the number of 3-level checkpoints).
+    * ``"probe"``: ``r`` (default 32), ``mode`` ("QR"), ``seed``, ``subsample``, ``method``,
+      ``block``, ``probe_kwargs`` — forwarded to ``fwi_objective(ps=r, ...)``.
+
+    Unknown strategies or options raise ``ValueError``/``TypeError``.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown gradient strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+    allowed = {"full": set(), "subsample": {"k"},
+               "dft": {"nf", "seed", "subsample", "method", "block"},
+               "checkpoint": {"n_checkpoints"},
+               "probe": {"r", "mode", "seed", "subsample", "method", "block", "probe_kwargs"}}[strategy]
+    bad = set(opts) - allowed
+    if bad:
+        raise TypeError(f"strategy {strategy!r} takes options {sorted(allowed)}, got unexpected {sorted(bad)}")
+    check_inputs(model, q, d=d)
+    if strategy == "full":
+        return fwi_objective(model, q, d, ps=None)
+    if strategy == "probe":
+        o = dict(opts)
+        r = _check_int("r", o.pop("r", 32))
+        return fwi_objective(model, q, d, ps=r, **o)
+    if strategy == "dft":
+        o = dict(opts)
+        nf = _check_int("nf", o.pop("nf", 16))
+        return fwi_objective(model, q, d, ps=2 * nf, mode="dft", **o)
+    if strategy == "subsample":
+        k = _check_int("k", opts.get("k", 1))
+        return _own_loop(model, q, d, lambda *a: _shot_subsample(*a, k))
+    ncp = opts.get("n_checkpoints")
+    if ncp is not None:
+        ncp = _check_int("n_checkpoints", ncp)
+    return _own_loop(model, q, d, lambda *a: _shot_checkpoint(*a, ncp))
