@@ -1,0 +1,398 @@
+"""Imaging on compressed wavefields: RTM, LS-RTM and subsurface-offset gathers.
+
+Every imaging condition here is a *space-only* operation applied, time step by
+time step, to a product of the forward field ``u`` and the adjoint field ``v``.
+Space operators commute with the time projection ``Qᵀ`` (METHOD.md), so each
+condition applies unchanged to the probed fields
+
+    ū_p(x) = k·dt Σ_s Q[s, p] u(k s, x)     (accumulated in the forward run)
+    v̄_p(x) =      Σ_s Q[s, p] w(k s, x)     (adjoint run; w = v̈ or v)
+
+and no nt×N array is ever formed. Images use :func:`timeprobe.jacobian_adjoint`'s
+scaling (``Jᵀδd = −Σ_n u[n]·v̈[n]``, i.e. the operators' ``−dt Σ_n …`` divided by dt),
+and the adjoint field is driven by ``Rᵀ d`` (``R`` the computational→data resampling).
+
+Imaging conditions (``ic=``):
+
+``"as"``      zero-lag cross-correlation, the adjoint-state gradient
+              ``I = −Σ_n u[n]·v̈[n]``  ≈ ``−(1/dt) Σ_p ū_p·v̄_p`` (v̄ of v̈);
+``"isic"``    inverse-scattering imaging condition
+              ``I = −Σ_n (u[n] Δv[n] + ∇u[n]·∇v[n])`` ≈ ``−(1/dt) Σ_p (ū_p Δv̄_p + ∇ū_p·∇v̄_p)``
+              (v̄ of v). It replaces ``m u v̈`` through the wave equation by ``u Δv``
+              and adds the gradient term that cancels the low-wavenumber
+              back-scattering (diving/turning-wave) energy.
+              The derivatives are Devito's ``space_order`` centred stencils —
+              the same ones the exact operator applies per time step.
+``"kspace"``  the ``"as"`` image high-pass filtered in the wavenumber domain,
+              ``I_k = F⁻¹[(|k|/k_N)² F[I_as]]`` (``k_N = π/h_min`` the Nyquist
+              wavenumber; zero-padded FFT so no wrap-around). It equals
+              ``−Δ I_as / k_N²`` (a Laplacian filter, the classic suppression of
+              low-wavenumber RTM artefacts) and, being linear and space-only, is
+              identical whether applied to the exact or the probed image.
+
+Subsurface horizontal offsets: ``I(h, x, z) = −(1/dt) Σ_p ū_p(x − h, z)·v̄_p(x + h, z)``
+(shifts with zero fill; ISIC shifts ``ū, ∇ū`` and ``Δv̄, ∇v̄`` the same way).
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from devito import Eq, Function, Inc, TimeFunction
+
+from .geometry import Data
+from .kernels import build, wave_stencil, workspace
+from .objectives import GradientOptions, _probing_for_shot, _shot_seeds, jacobian_adjoint
+from .propagators import (Probing, _check_dm, _op_flush, _pad_time, _probe_data, _probe_eqs,
+                          _probe_key, born, check_inputs, computational_axis, forward,
+                          from_computational_adjoint, grid_coordinates, run_adjoint,
+                          to_computational)
+
+__all__ = ["rtm", "lsrtm_objective", "IMAGING_CONDITIONS", "kspace_filter", "isic_image",
+           "probed_image", "offset_shifts"]
+
+IMAGING_CONDITIONS = ("as", "isic", "kspace")
+
+
+# --------------------------------------------------------------------------- validation
+def _check_ic(ic):
+    if not isinstance(ic, str):
+        raise TypeError(f"ic (imaging condition) must be a string, one of {IMAGING_CONDITIONS}, "
+                        f"got {type(ic).__name__}")
+    if ic not in IMAGING_CONDITIONS:
+        raise ValueError(f"unknown imaging condition ic={ic!r}; valid: {', '.join(IMAGING_CONDITIONS)}")
+    return ic
+
+
+def offset_shifts(model, offsets):
+    """Horizontal subsurface offsets (m) → integer grid shifts along x; validated.
+
+    Offsets must be multiples of the x spacing and ``|h| < (nx − 1)·dx / 2`` (the
+    two fields are shifted by ``±h``, so larger offsets leave no overlap).
+    """
+    h = np.atleast_1d(np.asarray(offsets, dtype=np.float64))
+    if h.ndim != 1 or h.size == 0:
+        raise ValueError(f"offsets must be a non-empty 1D list of horizontal offsets (m), got shape {h.shape}")
+    if not np.all(np.isfinite(h)):
+        raise ValueError("offsets contain NaN or inf")
+    dx = model.spacing[0]
+    s = np.rint(h / dx)
+    if np.any(np.abs(s * dx - h) > 1e-6 * dx):
+        raise ValueError(f"offsets must be multiples of the x spacing {dx} m, got {h.tolist()}")
+    hmax = (model.shape[0] - 1) * dx / 2
+    if np.any(np.abs(h) >= hmax):
+        raise ValueError(f"offsets up to {np.abs(h).max()} m exceed the model: |h| must be below "
+                         f"(nx - 1)·dx/2 = {hmax} m")
+    return s.astype(int)
+
+
+def _shift_x(a, s):
+    """``a(x + s)`` along axis 0 with zero fill (no wrap-around: a roll would bias the image)."""
+    if s == 0:
+        return a
+    out = np.zeros_like(a)
+    if s > 0:
+        out[:-s] = a[s:]
+    else:
+        out[-s:] = a[:s]
+    return out
+
+
+# --------------------------------------------------------------------------- k-space filter
+def kspace_filter(image, spacing):
+    """``F⁻¹[(|k|/k_N)² F[image]]`` over the spatial axes (the last ``len(spacing)`` axes).
+
+    ``k_N = π / min(spacing)``. Zero-padded to twice the size so the circular
+    convolution of the FFT does not wrap; the result equals ``−Δ image / k_N²``
+    for band-limited images. Linear and space-only: applied to the summed image
+    it gives the same result as applying it per shot or per probe.
+    """
+    image = np.asarray(image, dtype=np.float64)
+    nd = len(spacing)
+    axes = tuple(range(image.ndim - nd, image.ndim))
+    shape = image.shape[-nd:]
+    nfft = tuple(2 * n for n in shape)
+    k2 = 0.0
+    for i, (n, h) in enumerate(zip(nfft, spacing)):
+        k = 2 * np.pi * (np.fft.rfftfreq(n, h) if i == nd - 1 else np.fft.fftfreq(n, h))
+        k2 = k2 + (k ** 2).reshape([-1 if j == i else 1 for j in range(nd)])
+    k2 = k2 / (np.pi / min(spacing)) ** 2
+    spec = np.fft.rfftn(image, s=nfft, axes=axes)
+    out = np.fft.irfftn(spec * k2, s=nfft, axes=axes)
+    return out[(Ellipsis,) + tuple(slice(0, n) for n in shape)]
+
+
+# --------------------------------------------------------------------------- Devito operators
+def _op_forward_illum(ws, save, probing):
+    """Forward operator (full storage ``save`` or probed ``probing``) that also
+    accumulates the source illumination ``illum += dt·u²`` — no stored wavefield."""
+    key = ("forward_illum", save, probing)
+
+    def make():
+        u = ws.field("usave", save=save) if save else ws.field("u")
+        src, rec, s = ws.sparse("src"), ws.sparse("rec"), ws.dt_symbol
+        eqs = [wave_stencil(u, ws.m, ws.damp)]
+        eqs += src.inject(field=u.forward, expr=src * s**2 / ws.m)
+        eqs += rec.interpolate(expr=u)
+        illum = ws.function("illum")
+        eqs += [Inc(illum, s * u * u)]
+        if probing is not None:
+            eqs += _probe_eqs(ws, u, probing, adjoint=False)
+        return build(ws, eqs, "ForwardIllum")
+    return ws.operator(key, make)
+
+
+def _grad_dot(a, b, dims):
+    return sum(getattr(a, "d" + d.name) * getattr(b, "d" + d.name) for d in dims)
+
+
+def _op_adjoint_isic(ws, grad_save):
+    """Exact ISIC: ``grad −= dt·(usave·Δv + ∇usave·∇v)`` every time step."""
+    key = ("adjoint_isic", grad_save)
+
+    def make():
+        v = ws.field("v")
+        rec, s = ws.sparse("rec"), ws.dt_symbol
+        eqs = [wave_stencil(v, ws.m, ws.damp, forward=False)]
+        eqs += rec.inject(field=v.backward, expr=rec * s**2 / ws.m)
+        usave = ws.field("usave", save=grad_save)
+        grad = ws.function("grad")
+        eqs += [Inc(grad, -s * (usave * v.laplace + _grad_dot(usave, v, ws.space_dims)))]
+        return build(ws, eqs, "AdjointISIC")
+    return ws.operator(key, make)
+
+
+def _op_derivatives(ws):
+    """``(Δf, ∂f/∂x_i …)`` of one compressed field with the propagators' stencils."""
+    key = ("isic_derivatives_op",)
+    if key not in ws._fields:
+        f = Function(name="fin", grid=ws.grid, space_order=ws.space_order, dtype=ws.dtype)
+        outs = [Function(name="flap", grid=ws.grid, space_order=0, dtype=ws.dtype)]
+        outs += [Function(name="fd" + d.name, grid=ws.grid, space_order=0, dtype=ws.dtype)
+                 for d in ws.space_dims]
+        exprs = [f.laplace] + [getattr(f, "d" + d.name) for d in ws.space_dims]
+        op = build(ws, [Eq(o, e) for o, e in zip(outs, exprs)], "Derivatives")
+        ws._fields[key] = (op, f, outs)
+    return ws._fields[key]
+
+
+def _derivatives(model, a):
+    """Devito-stencil Laplacian and gradient of a padded field ``a``: ``(lap, [d_x, d_z])``."""
+    ws = workspace(model)
+    with ws.lock:
+        op, f, outs = _op_derivatives(ws)
+        f.data[:] = a
+        op.apply()
+        return np.array(outs[0].data), [np.array(o.data) for o in outs[1:]]
+
+
+# --------------------------------------------------------------------------- per-shot runs
+def _run_forward_illum(model, src_coords, wc, rec_coords, dt, nt, probing=None):
+    """One forward shot with illumination. Returns ``(illum (padded), usave or ū Function)``."""
+    ws = workspace(model)
+    with ws.lock:
+        src = ws.new_sparse("src", grid_coordinates(model, src_coords), _pad_time(wc))
+        rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), nt=nt + 1)
+        kwargs = dict(src=src, rec=rec, dt=dt, time_m=1, time_M=nt - 1)
+        if probing is None:
+            op = _op_forward_illum(ws, nt + 1, None)
+            extra = kwargs["usave"] = TimeFunction(name="usave", grid=ws.grid, time_order=2,
+                                                   space_order=model.space_order, save=nt + 1)
+        else:
+            probing.check_axis(nt)
+            op = _op_forward_illum(ws, None, _probe_key(probing))
+            extra = kwargs["ubar"] = _probe_data(ws, "ubar", np.zeros(ws.shape + (probing.r,), np.float32))
+            scale = probing.subsample * dt
+            if probing.method == "eq":
+                Qt = np.zeros((nt + 1, probing.r), dtype=np.float32)
+                Qt[:nt:probing.subsample] = scale * probing.Q
+                kwargs["Qt"] = _probe_data(ws, "Qt", Qt)
+            else:
+                kwargs["Qblk"] = _probe_data(ws, "Qblk", probing.blocked_weights(nt, scale, adjoint=False))
+                kwargs["ring"] = _probe_data(ws, "ring", np.zeros((probing.block,) + ws.shape, np.float32))
+            ws.field("u").data[:] = 0
+        illum = ws.function("illum")
+        illum.data[:] = 0
+        op.apply(**kwargs)
+        if probing is not None and probing.method == "blocked":
+            # the last, unfinished block is still in the ring buffer
+            B, k = probing.block, probing.subsample
+            c_last = (nt - 1) // (k * B)
+            Wt = np.zeros((B, probing.r), dtype=np.float32)
+            rows = probing.Q[c_last * B:(c_last + 1) * B]
+            Wt[:rows.shape[0]] = scale * rows
+            _op_flush(ws, probing.r, B).apply(ubar=extra, ring=kwargs["ring"],
+                                             Wtail=_probe_data(ws, "Wtail", Wt))
+        return np.array(illum.data), extra
+
+
+def _run_adjoint_isic_exact(model, rec_coords, rc, dt, nt, usave):
+    ws = workspace(model)
+    with ws.lock:
+        rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), _pad_time(rc))
+        op = _op_adjoint_isic(ws, nt + 1)
+        ws.field("v").data[:] = 0
+        grad = ws.function("grad")
+        grad.data[:] = 0
+        op.apply(rec=rec, usave=usave, dt=dt, time_m=1, time_M=nt - 1)
+        return np.array(grad.data)
+
+
+def probed_image(model, ubar, vbar, ic, shifts=(0,)):
+    """``−Σ_p`` of the imaging condition ``ic`` applied to the compressed fields.
+
+    ``ubar`` (…, r) and ``vbar`` (…, r) on the padded grid (v̄ of v̈ for "as"/"kspace",
+    of v for "isic"). Returns (len(shifts), *padded shape), float64; shift ``s``
+    correlates ``ū(x − s)`` with ``v̄(x + s)``. Not divided by dt.
+    """
+    out = np.zeros((len(shifts),) + ubar.shape[:-1], dtype=np.float64)
+    for p in range(ubar.shape[-1]):
+        u_p, v_p = ubar[..., p], vbar[..., p]
+        if ic == "isic":
+            lap_v, dv = _derivatives(model, v_p)
+            _, du = _derivatives(model, u_p)
+            pairs = [(u_p, lap_v)] + list(zip(du, dv))
+        else:
+            pairs = [(u_p, v_p)]
+        for j, s in enumerate(shifts):
+            for a, b in pairs:
+                out[j] -= _shift_x(a, -s).astype(np.float64) * _shift_x(b, s)
+    return out
+
+
+def isic_image(model, ubar, vbar):
+    """Probed ISIC image ``−Σ_p (ū_p Δv̄_p + ∇ū_p·∇v̄_p)`` on the padded grid (not divided by dt)."""
+    return probed_image(model, ubar, vbar, "isic")[0]
+
+
+# --------------------------------------------------------------------------- RTM
+def rtm(model, q, d, ps=64, ic="isic", illumination=True, mode="QR", seed=None, offsets=None, *,
+        subsample="auto", method="blocked", block=None, probe_kwargs=None, eps=1e-3, progress=True):
+    """Reverse-time migration of ``d`` over all shots, exact (``ps=None``) or probed.
+
+    Parameters
+    ----------
+    model : Model
+        Migration (background) model.
+    q : Data
+        Source wavelets per shot.
+    d : Data
+        Shot records to migrate (the adjoint field is driven by ``Rᵀ d``).
+    ps : int or None
+        Number of probes r (memory r·N per field); None: full wavefield storage (nt·N).
+    ic : {"as", "isic", "kspace"}
+        Imaging condition (module docstring).
+    illumination : bool
+        Accumulate the source illumination ``Λ(x) = Σ_shots dt Σ_n u[n, x]²`` in the
+        forward runs (one extra Devito ``Inc``, no stored field) and return
+        ``I / (Λ + eps·max Λ)`` (the gathers are divided the same way).
+    mode, seed, subsample, method, block, probe_kwargs
+        Probe design per shot (see :class:`timeprobe.objectives.GradientOptions`);
+        "QR" probes are designed from each shot's ``d``; ``seed`` spawns one
+        generator per shot.
+    offsets : None or sequence of float
+        Horizontal subsurface offsets h (m, multiples of dx) → gathers
+        ``I(h, x, z) = −Σ_p ū_p(x − h, z)·v̄_p(x + h, z)`` (ISIC: the same with the
+        ISIC terms). With ``ps=None`` the gathers use identity probes
+        (``Q = I``, k = 1: exact, and nt·N memory like full storage).
+
+    Returns
+    -------
+    image : ndarray, float32
+        Model shape, or (nh, *model shape) with ``offsets``.
+    illum : ndarray (model shape, float32) or None
+        The illumination Λ (None when ``illumination=False``).
+    """
+    check_inputs(model, q, d=d)
+    _check_ic(ic)
+    shifts = None if offsets is None else offset_shifts(model, offsets)
+    probed = ps is not None or shifts is not None
+    opts = GradientOptions(ps=ps, mode=mode, subsample=subsample, method=method, block=block,
+                           probe_kwargs=dict(probe_kwargs or {}))
+    rngs = _shot_seeds(seed, q.nshots)
+    nout = 1 if shifts is None else len(shifts)
+    img = np.zeros((nout,) + model.shape_padded, dtype=np.float64)
+    illum = np.zeros(model.shape_padded, dtype=np.float64) if illumination else None
+    shots = range(q.nshots)
+    if progress:
+        from tqdm.auto import tqdm
+        shots = tqdm(shots, desc="rtm shots", leave=False)
+    for i in shots:
+        dt, nt = computational_axis(model, q.geometry, d.geometry)
+        wc = to_computational(q.arrays[i], q.geometry[i], dt, nt)
+        src_coords, rec_coords = q.geometry.coordinates[i], d.geometry.coordinates[i]
+        rc = from_computational_adjoint(d.arrays[i], d.geometry[i], dt, nt)
+        if not probed:
+            lam, usave = _run_forward_illum(model, src_coords, wc, rec_coords, dt, nt)
+            if ic == "isic":
+                grad = _run_adjoint_isic_exact(model, rec_coords, rc, dt, nt, usave)
+            else:
+                _, grad, _ = run_adjoint(model, rec_coords, rc, dt, nt, usave=usave)
+            del usave
+            img[0] += grad / dt
+        else:
+            if ps is None:  # exact gathers: identity probes
+                Q = np.eye(nt, dtype=np.float32)
+                probing = Probing(Q, subsample=1, method=method, block=block or 8, direct=False)
+            else:
+                probing = _probing_for_shot(opts, wc, dt, nt, d[i], d[i], rngs[i])
+                probing.direct = shifts is None and ic != "isic"
+            lam, ubar_f = _run_forward_illum(model, src_coords, wc, rec_coords, dt, nt, probing=probing)
+            adj_ic = "isic" if ic == "isic" else "as"
+            _, grad, vbar_f = run_adjoint(model, rec_coords, rc, dt, nt, probing=probing,
+                                          ubar=ubar_f, ic=adj_ic)
+            if grad is not None:  # "as" accumulated directly in the adjoint run
+                img[0] += grad / dt
+            else:
+                img += probed_image(model, np.asarray(ubar_f.data), np.asarray(vbar_f.data), ic,
+                                    shifts=tuple(shifts) if shifts is not None else (0,)) / dt
+            del ubar_f, vbar_f
+        if illumination:
+            illum += lam
+    if ic == "kspace":
+        img = kspace_filter(img, model.spacing)
+    out = np.stack([model.unpad(a) for a in img])
+    lam_out = None
+    if illumination:
+        lam_out = model.unpad(illum)
+        out = out / (lam_out + eps * lam_out.max())
+        lam_out = lam_out.astype(np.float32)
+    out = out.astype(np.float32)
+    return (out[0] if shifts is None else out), lam_out
+
+
+# --------------------------------------------------------------------------- LS-RTM
+def lsrtm_objective(model, q, d, dm, ps=32, nlind=False, mode="QR", seed=None, *, probe_data=None,
+                    subsample="auto", method="blocked", block=None, probe_kwargs=None, d0=None):
+    """Least-squares RTM misfit and gradient w.r.t. the reflectivity ``dm``.
+
+    ``f = ½ Σ dt_d ‖J dm − d‖²`` and ``g = dt_d · Jᵀ (J dm − d)`` (Born modelling
+    :func:`timeprobe.born`, its dot-tested adjoint :func:`timeprobe.jacobian_adjoint`),
+    exact (``ps=None``) or probed with r = ps probes designed from ``probe_data``
+    (default: the residual). ``nlind=True`` first subtracts the background data
+    ``F(m0) q`` from ``d`` (pass ``d0`` to reuse a computed background).
+
+    Returns ``(f, g)``: float and float32 array of the model's shape.
+    """
+    check_inputs(model, q, d=d)
+    dm = _check_dm(model, dm)
+    if nlind:
+        if d0 is None:
+            d0 = forward(model, q, d.geometry)
+        d = Data(d.geometry, [a - b for a, b in zip(d.arrays, d0.arrays)])
+    pred = born(model, q, dm, d.geometry)
+    res = Data(d.geometry, [p - o for p, o in zip(pred.arrays, d.arrays)])
+    f = 0.0
+    for i in range(res.nshots):
+        f += 0.5 * res.geometry[i].dt * float(np.sum(res.arrays[i].astype(np.float64) ** 2))
+    dts = {round(res.geometry[i].dt, 12) for i in range(res.nshots)}
+    if len(dts) == 1:
+        g = res.geometry[0].dt * jacobian_adjoint(model, q, res, ps=ps, mode=mode, seed=seed,
+                                                  probe_data=probe_data, subsample=subsample,
+                                                  method=method, block=block, probe_kwargs=probe_kwargs)
+    else:  # shots sampled differently: weight each by its own dt_d
+        scaled = Data(res.geometry, [res.geometry[i].dt * a for i, a in enumerate(res.arrays)])
+        g = jacobian_adjoint(model, q, scaled, ps=ps, mode=mode, seed=seed,
+                             probe_data=probe_data if probe_data is not None else res,
+                             subsample=subsample, method=method, block=block, probe_kwargs=probe_kwargs)
+    return f, np.asarray(g, dtype=np.float32)
