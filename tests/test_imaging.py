@@ -157,3 +157,15 @@ def test_bad_input(case):
         tp.rtm(model0, q, dd, offsets=[0.0, 15.0], progress=False)
     with pytest.raises(ValueError, match="dm has shape"):
         tp.lsrtm_objective(model0, q, d, np.zeros((3, 3)), ps=None)
+
+
+def test_notebook_executes_small():
+    import nbformat
+    from nbclient import NotebookClient
+    root = Path(__file__).resolve().parents[1]
+    nb = nbformat.read(root / "notebooks" / "obn_rtm_salt.ipynb", as_version=4)
+    os.environ["TIMEPROBE_NOTEBOOK_SMALL"] = "1"
+    NotebookClient(nb, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(root / "notebooks")}}).execute()
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "built-in synthetic salt model" in text and "relative difference" in text
