@@ -27,6 +27,7 @@ per process (:mod:`timeprobe.kernels`), and compiled code is cached on disk.
 """
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 
@@ -119,7 +120,7 @@ def parallel_objective(model, q, d, opts, seed=None, client=None, *, retries=3, 
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=nshots, desc="shots", leave=False)
-    ac = as_completed(futures)
+    ac = as_completed(futures, loop=client.loop)
     futures = None  # as_completed holds them; each is dropped once reduced
     try:
         for fut in ac:
@@ -164,7 +165,7 @@ def local_client(n_workers=2, threads_per_worker=1, omp_threads=None, **kwargs):
     env = {"OMP_NUM_THREADS": str(omp), "DEVITO_LANGUAGE": os.environ.get("DEVITO_LANGUAGE", "openmp"),
            "DEVITO_LOGGING": os.environ.get("DEVITO_LOGGING", "WARNING")}
     kwargs.setdefault("dashboard_address", None)
-    kwargs.setdefault("silence_logs", "error")
+    kwargs.setdefault("silence_logs", logging.ERROR)
     cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
                            env=env, **kwargs)
     return Client(cluster, set_as_default=False)

@@ -1,0 +1,73 @@
+"""scripts/fwi_overthrust.py on a tiny synthetic configuration: outputs, no overwrite, clear errors."""
+import importlib.util
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("fwi_overthrust", ROOT / "scripts" / "fwi_overthrust.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+TINY = ["--model", "synthetic", "--synthetic-size", "41", "21", "--coarsen", "1", "--iterations", "1",
+        "--batch", "1", "--tmax", "400", "--src-spacing", "400", "--rec-spacing", "100", "--nbl", "8",
+        "--space-order", "4", "--ps", "8", "--quiet"]
+
+
+def test_tiny_run_outputs_and_no_overwrite(script, tmp_path):
+    s1 = script.main(TINY + ["--results", str(tmp_path)], log=lambda *a: None)
+    out1 = Path(s1["out"])
+    assert out1.parent == tmp_path
+    for name in ("exact.h5", "probed-QR-r8.h5", "models.png", "profiles.png", "convergence.png", "summary.json"):
+        assert (out1 / name).is_file(), name
+    with h5py.File(out1 / "probed-QR-r8.h5") as f:
+        assert f["m"].shape == (2, 41, 21)  # initial + 1 iteration
+        for k in ("objective", "time", "peak_memory", "rel_error"):
+            assert f[k].shape == (2,)
+        assert f.attrs["ps"] == 8 and f.attrs["nt"] > 8
+        assert np.isfinite(f["rel_error"][()]).all()
+    names = {r["name"]: r for r in s1["runs"]}
+    assert names["exact"]["memory_ratio_vs_exact"] == 1.0
+    assert names["probed-QR-r8"]["memory_ratio_vs_exact"] > 1.0
+    mtime = (out1 / "exact.h5").stat().st_mtime_ns
+    s2 = script.main(TINY + ["--results", str(tmp_path), "--no-plots"], log=lambda *a: None)
+    assert Path(s2["out"]) != out1
+    assert (out1 / "exact.h5").stat().st_mtime_ns == mtime
+    # an explicit, non-empty --out is refused
+    with pytest.raises(FileExistsError, match="never overwritten"):
+        script.main(TINY + ["--out", str(out1)], log=lambda *a: None)
+
+
+def test_bad_inputs(script, tmp_path):
+    with pytest.raises(FileNotFoundError):
+        script.main(["--model-file", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "a")])
+    bad = tmp_path / "bad.h5"
+    with h5py.File(bad, "w") as f:
+        f["x"] = np.zeros(3)
+    with pytest.raises(ValueError, match="missing dataset"):
+        script.main(["--model-file", str(bad), "--out", str(tmp_path / "b")])
+    with pytest.raises(ValueError, match="exclude the initial model"):
+        script.main(TINY + ["--vmin", "2.5", "--out", str(tmp_path / "c")])
+    with pytest.raises(ValueError, match="more shots"):
+        script.main(TINY + ["--batch", "50", "--out", str(tmp_path / "d")])
+    with pytest.raises(SystemExit):
+        script.parse_args(["--modes", "nonsense"])
+    assert not any((tmp_path / x).exists() for x in "bcd")
+
+
+@pytest.mark.skipif(not (ROOT / "notebooks" / "fwi_overthrust.ipynb").is_file(), reason="notebook not written")
+def test_notebook_small(tmp_path):
+    nbformat = pytest.importorskip("nbformat")
+    from nbclient import NotebookClient
+    nb = nbformat.read(ROOT / "notebooks" / "fwi_overthrust.ipynb", as_version=4)
+    os.environ["TIMEPROBE_NOTEBOOK_SMALL"] = "1"
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
