@@ -13,7 +13,6 @@ paired difference to exact, and plots test accuracy vs epoch.
 import argparse
 import copy
 import os
-import statistics
 import sys
 import time
 

@@ -62,6 +62,9 @@ def child(spec):
         convert_net(net, ps=spec["ps"], relu=spec["relu"], seed=1)
     net = net.to(device)
     x = torch.randn(shape, generator=g).to(device)
+    if spec.get("channels_last"):
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
 
     def step():
         loss = net(x).mean()
@@ -142,13 +145,15 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small batches (smoke test)")
     ap.add_argument("--nets", default="stack4,resnet18,squeezenet")
     ap.add_argument("--out", default="results/xconv_memory.json")
+    ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--no-saved", action="store_true", help="skip the saved-bytes table")
     a = ap.parse_args()
     if a.child:
         print(json.dumps(child(json.loads(a.child))))
         return
     res = {"machine": machine_info(), "device": a.device, "cmd": " ".join(sys.argv)}
-    res["saved_bytes"] = saved_bytes_table(a.device, [(min(b, 4), c, n) for b, c, n in SIZES]
-                                           if a.quick else SIZES)
+    res["saved_bytes"] = [] if a.no_saved else saved_bytes_table(
+        a.device, [(min(b, 4), c, n) for b, c, n in SIZES] if a.quick else SIZES)
     print("saved-tensor bytes per layer (MiB): size, nn.Conv2d, r=8, r=32 (formula 4*b*r)")
     for r in res["saved_bytes"]:
         print(f"  b={r['b']} c={r['c']} {r['n']}^2: {r['saved_r0'] / MiB:.1f}  "
@@ -160,7 +165,8 @@ def main():
         if net != "stack4":
             variants += [(8, True), (32, True)]
         for ps, relu in variants:
-            spec = {"net": net, "ps": ps, "relu": relu, "device": a.device}
+            spec = {"net": net, "ps": ps, "relu": relu, "device": a.device,
+                    "channels_last": a.channels_last}
             if a.quick:
                 spec["batch"] = 8
             r = run_child(spec)

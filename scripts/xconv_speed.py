@@ -111,7 +111,6 @@ def main():
         print(f"b={b:3d} c={c:3d} {n:4d}^2: nn.Conv2d {row['t_conv']:.3f}s  " + "  ".join(
             f"{k} {row[f't_{k}']:.3f}s ({row[f'speedup_{k}']:.2f}x)" for k in layers if k != "conv"),
             flush=True)
-        del x, gy, layers, conv
     out = a.out or f"results/xconv_speed_{device.type}.json"
     save_json(out, res)
     print("wrote", out)

@@ -42,7 +42,7 @@ accumulates :math:`\bar{\mathbf{X}}` block by block, and the backward pass walks
 output rows, forming the tile of :math:`\mathbf{G}` from the tile of :math:`\delta\mathbf{Y}`
 and regenerating just the probe rows it needs (with the halo of the kernel and zero fill
 at the borders). Input and :math:`\delta\mathbf{Y}` are each read once and the transient
-probe and pseudo-batch tiles stay small (default budget: 1/64 of the input, 1-32 MiB).
+probe and pseudo-batch tiles stay small (default budget: 1/16 of the input, 4-16 MiB).
 Orthogonal probes need the whole frame (QR) and are generated in one block.
 
 ``mode="channel"`` — the same spatial probes for every channel,
@@ -81,9 +81,10 @@ __all__ = ["xconv1d", "xconv2d", "xconv3d", "xconv", "check_ps", "DEFAULT_MAX_PR
            "probe_storage_bytes", "probes_for"]
 
 #: ``max_probe_bytes=None`` (default) bounds each transient tile of ``mode="all"`` (probe
-#: block, input tile, pseudo-batch tile) by ``clamp(input_bytes / 64, 1 MiB, 32 MiB)``.
+#: block, input tile, pseudo-batch tile) by ``clamp(input_bytes / 16, 4 MiB, 16 MiB)`` (below
+#: glibc's 32 MiB mmap threshold, so CPU tile buffers are recycled, not page-faulted anew).
 DEFAULT_MAX_PROBE_BYTES = None
-_AUTO_MIN, _AUTO_MAX = 2 ** 20, 32 * 2 ** 20
+_AUTO_MIN, _AUTO_MAX = 4 * 2 ** 20, 16 * 2 ** 20
 
 _DEFAULT_STREAM_SEED = new_seed()
 _DEFAULT_COUNTER = itertools.count()
@@ -135,7 +136,7 @@ def _tup(v, d, name):
 def _budget(x_bytes: int, max_bytes) -> int:
     if max_bytes is not None:
         return max_bytes
-    return min(max(x_bytes // 64, _AUTO_MIN), _AUTO_MAX)
+    return min(max(x_bytes // 16, _AUTO_MIN), _AUTO_MAX)
 
 
 def _block_rows(x_shape, r, itemsize, probe, max_bytes) -> int:
@@ -328,8 +329,8 @@ class _XConvFunction(torch.autograd.Function):
             b, co = gy.shape[0], gy.shape[1]
             out_sp = tuple(gy.shape[2:])
             if mode == "all":
-                gw = _XConvFunction._weight_grad_all(ctx, gy, xbar, weight, stride, padding, dilation,
-                                           groups, ps, probe, seed)
+                gw = _XConvFunction._weight_grad_all(ctx, gy, xbar, weight, stride, padding,
+                                                     dilation, groups, ps, probe, seed)
             else:
                 ci = x_shape[1]
                 z = draw_probes(seed, ps, x_shape[2:], probe, device=gy.device, dtype=gy.dtype)

@@ -94,12 +94,13 @@ def check_mode(mode) -> str:
 _SIGN_TABLES: dict = {}
 
 
-def _sign_table(device, dtype):
-    key = (device, dtype)
+def _sign_table(device, dtype, scale):
+    """256 x 8 table: row v holds the 8 signs encoded by the bits of v, times ``scale``."""
+    key = (device, dtype, scale)
     t = _SIGN_TABLES.get(key)
     if t is None:
         bits = (torch.arange(256)[:, None] >> torch.arange(8)) & 1
-        t = (bits * 2 - 1).to(device=device, dtype=dtype)
+        t = ((bits * 2 - 1).to(torch.float64) * scale).to(device=device, dtype=dtype)
         _SIGN_TABLES[key] = t
     return t
 
@@ -147,8 +148,8 @@ def draw_probes(seed: int, r: int, dims, probe: str = "rademacher", *, device=No
         words = torch.randint(-(2 ** 63), 2 ** 63 - 1, ((n + 63) // 64,), generator=g,
                               dtype=torch.int64, device=device)
         idx = words.view(torch.uint8).to(torch.int32)
-        z = torch.nn.functional.embedding(idx, _sign_table(device, dtype)).reshape(-1)[:n]
-        z = z.mul_(1.0 / math.sqrt(total)) if total != 1 else z
+        table = _sign_table(device, dtype, 1.0 / math.sqrt(total))
+        z = torch.nn.functional.embedding(idx, table).reshape(-1)[:n]
         return z.reshape((r,) + dims)
     if probe == "gaussian":
         z = torch.randn((r,) + dims, generator=g, device=device, dtype=torch.float32)
