@@ -296,6 +296,23 @@ def _op_flush(ws, r, B):
     return ws.operator(("flush", r, B), make)
 
 
+def _op_flush_adjoint(ws, r, B, direct):
+    """The adjoint's first block (times 0 … kB−1): its in-loop flush would fire at time 0,
+    which the loop (``n ≥ 1``) never reaches."""
+    def make():
+        p, b = _probe_dims(ws, r, B)
+        x = ws.space_dims
+        buf = _probe_function(ws, "ring", (b,) + x)
+        Wt = _probe_function(ws, "Wtail", (b, p))
+        combo = builtins.sum(Wt[j, p] * buf[(j,) + x] for j in range(B))
+        if direct:
+            ubar = _probe_function(ws, "ubar", x + (p,))
+            return build(ws, [Inc(ws.function("grad"), -combo * ubar)], "FlushAdjoint")
+        out = _probe_function(ws, "vbar", x + (p,))
+        return build(ws, [Eq(out, out + combo)], "FlushAdjoint")
+    return ws.operator(("flush_adjoint", r, B, direct), make)
+
+
 def _op_adjoint(ws, grad_save=None, probing=None, ic="as", src_interp=True):
     """Adjoint operator: receivers injected backward in time.
 
@@ -443,7 +460,8 @@ def run_adjoint(model, rec_coords, residual_c, dt, nt, src_coords=None, usave=No
                 Qt[:nt:probing.subsample] = probing.Q
                 kwargs["Qt"] = _probe_data(ws, "Qt", Qt)
             else:
-                kwargs["Qblk"] = _probe_data(ws, "Qblk", probing.blocked_weights(nt, 1.0, adjoint=True))
+                W = probing.blocked_weights(nt, 1.0, adjoint=True)
+                kwargs["Qblk"] = _probe_data(ws, "Qblk", W)
                 kwargs["ring"] = _probe_data(ws, "ring", np.zeros((probing.block,) + ws.shape,
                                                                   dtype=np.float32))
             if direct:
@@ -456,6 +474,13 @@ def run_adjoint(model, rec_coords, residual_c, dt, nt, src_coords=None, usave=No
         else:
             op = _op_adjoint(ws, src_interp=srca is not None)
         op.apply(**kwargs)
+        if probing is not None and probing.method == "blocked":
+            # block 0 is still in the ring buffer (slot 0 = time 0 lies outside the loop: weight 0)
+            Wt = W[0].copy()
+            Wt[0] = 0.0
+            fl = dict(ring=kwargs["ring"], Wtail=_probe_data(ws, "Wtail", Wt))
+            fl.update(ubar=ubar) if direct else fl.update(vbar=vbar_f)
+            _op_flush_adjoint(ws, probing.r, probing.block, direct).apply(**fl)
         return (None if srca is None else np.array(srca.data[:nt]),
                 None if grad is None else np.array(grad.data),
                 vbar_f)
