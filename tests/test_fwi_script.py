@@ -64,10 +64,13 @@ def test_bad_inputs(script, tmp_path):
     assert not any((tmp_path / x).exists() for x in "bcd")
 
 
-@pytest.mark.skipif(not (ROOT / "notebooks" / "fwi_overthrust.ipynb").is_file(), reason="notebook not written")
-def test_notebook_small(tmp_path):
-    nbformat = pytest.importorskip("nbformat")
+def test_notebook_small(tmp_path, monkeypatch):
+    """The notebook runs end to end at its small size (tiny synthetic grid, 2 iterations)."""
+    import nbformat
     from nbclient import NotebookClient
     nb = nbformat.read(ROOT / "notebooks" / "fwi_overthrust.ipynb", as_version=4)
-    os.environ["TIMEPROBE_NOTEBOOK_SMALL"] = "1"
+    monkeypatch.setenv("TIMEPROBE_NOTEBOOK_SMALL", "1")
+    monkeypatch.setenv("TIMEPROBE_ROOT", str(ROOT))
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    runs = list((tmp_path / "results-notebook").iterdir())
+    assert len(runs) == 1 and (runs[0] / "exact.h5").is_file() and (runs[0] / "convergence.png").is_file()
