@@ -1,0 +1,148 @@
+"""Accuracy of probed gradients vs the exact one (the seed's accuracy figures).
+
+For one shot of a model file (SLIM/JUDI HDF5 layout, keys n, d, o, m, m0): the exact FWI gradient
+at ``m0`` (full wavefield storage) and probed gradients for every probing mode and
+r ∈ {2, 4, …, 256}; writes
+
+* ``accuracy.json``   — cosine similarity and relative error vs r for every mode,
+* ``cosine_vs_r.png`` — the curves,
+* ``gradients.png``   — exact gradient, QR-probed r = 8/32/128 and their differences,
+* ``probes.png``      — the probe matrices ``QQᵀ`` (r = 32) of every mode.
+
+Example (default acquisition = the issue's benchmark: one shot at the middle, receivers at every
+grid column at 12.5 m depth, 3 s, 10 Hz Ricker, data at 4 ms)::
+
+    python scripts/gradient_accuracy.py ../shared/models/overthrust_small.h5 --out results/accuracy
+
+Results go to a fresh folder (``--out`` must not exist unless ``--overwrite``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def cosine(a, b):
+    a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model", help="HDF5 model file (keys n, d, o, m, m0)")
+    ap.add_argument("--out", default="results/gradient_accuracy")
+    ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--modes", nargs="+", default=["QR", "hutchpp", "dft", "rademacher", "gaussian", "orthogonal"])
+    ap.add_argument("--ps", nargs="+", type=int, default=[2, 4, 8, 16, 32, 64, 128, 256])
+    ap.add_argument("--panels", nargs="+", type=int, default=[8, 32, 128])
+    ap.add_argument("--f0", type=float, default=0.010, help="Ricker peak frequency (kHz)")
+    ap.add_argument("--t", type=float, default=3000.0, help="recording time (ms)")
+    ap.add_argument("--rec-depth", type=float, default=12.5)
+    ap.add_argument("--src-depth", type=float, default=12.5)
+    ap.add_argument("--water-rows", type=int, default=20, help="rows excluded from the scores")
+    ap.add_argument("--seed", type=int, default=1)
+    a = ap.parse_args(argv)
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from tqdm.auto import tqdm
+
+    import timeprobe as tp
+    from timeprobe.objectives import GradientOptions, _probing_for_shot
+    from timeprobe.propagators import computational_axis, to_computational
+
+    out = Path(a.out)
+    if out.exists():
+        if not a.overwrite:
+            raise SystemExit(f"{out} exists; choose another --out or pass --overwrite")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+
+    true = tp.Model.from_h5(a.model, key="m")
+    init = tp.Model.from_h5(a.model, key="m0")
+    init.dt = true.dt = min(true.critical_dt, init.critical_dt)
+    nx = true.shape[0]
+    h = true.spacing[0]
+    xs = true.origin[0] + (nx // 2) * h
+    q = tp.Data(tp.Geometry([np.array([[xs, a.src_depth]])], dt=4.0, t=a.t), [tp.ricker(a.f0, 4.0, a.t)])
+    rx = true.origin[0] + h * np.arange(nx)
+    rec = tp.Geometry([np.stack([rx, np.full(nx, a.rec_depth)], 1)], dt=4.0, t=a.t)
+    d = tp.forward(true, q, rec)
+    t0 = time.perf_counter()
+    _, g = tp.fwi_objective(init, q, d)
+    t_exact = time.perf_counter() - t0
+    below = (slice(None), slice(a.water_rows, None))
+    dt, nt = computational_axis(init, q.geometry, rec)
+
+    scores = {"model": str(a.model), "nt": nt, "dt": dt, "exact_seconds": t_exact, "modes": {}}
+    panels = {}
+    jobs = [(m, r) for m in a.modes for r in a.ps if r <= nt and not (m == "dft" and r % 2)]
+    for mode, r in tqdm(jobs, desc="probed gradients"):
+        t0 = time.perf_counter()
+        try:
+            _, gp = tp.fwi_objective(init, q, d, ps=r, mode=mode, seed=a.seed)
+        except ValueError as e:  # e.g. r above the sub-sampled axis length
+            scores["modes"].setdefault(mode, []).append(dict(r=r, error=str(e)))
+            continue
+        scores["modes"].setdefault(mode, []).append(dict(
+            r=r, cosine=cosine(gp[below], g[below]), cosine_all=cosine(gp, g),
+            rel_error=float(np.linalg.norm(gp[below] - g[below]) / np.linalg.norm(g[below])),
+            seconds=time.perf_counter() - t0))
+        if mode == "QR" and r in a.panels:
+            panels[r] = gp
+        (out / "accuracy.json").write_text(json.dumps(scores, indent=1))  # as we go
+
+    # cosine vs r
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for mode, rows in scores["modes"].items():
+        rows = [x for x in rows if "cosine" in x]
+        ax.semilogx([x["r"] for x in rows], [x["cosine"] for x in rows], "o-", base=2, label=mode)
+    ax.set_xlabel("number of probes r")
+    ax.set_ylabel("cosine with exact gradient")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "cosine_vs_r.png", dpi=120)
+
+    # gradient panels
+    def show(ax, img, title, clip):
+        ax.imshow(img.T, cmap="gray", vmin=-clip, vmax=clip, aspect="auto",
+                  extent=[0, true.extent[0] / 1e3, true.extent[1] / 1e3, 0])
+        ax.set_title(title, fontsize=9)
+    clip = np.percentile(np.abs(g[below]), 98)
+    rs = sorted(panels)
+    fig, axs = plt.subplots(2, len(rs) + 1, figsize=(4 * (len(rs) + 1), 5), squeeze=False)
+    show(axs[0, 0], g, "exact", clip)
+    axs[1, 0].axis("off")
+    for j, r in enumerate(rs, 1):
+        show(axs[0, j], panels[r], f"QR r = {r}", clip)
+        show(axs[1, j], panels[r] - g, f"difference r = {r}", clip)
+    fig.tight_layout()
+    fig.savefig(out / "gradients.png", dpi=110)
+
+    # probe matrices QQᵀ at r = 32
+    wc = to_computational(q.arrays[0], q.geometry, dt, nt)
+    fig, axs = plt.subplots(1, len(a.modes), figsize=(3 * len(a.modes), 3), squeeze=False)
+    for ax, mode in zip(axs[0], a.modes):
+        p = _probing_for_shot(GradientOptions(ps=32, mode=mode), wc, dt, nt, d, d, np.random.default_rng(a.seed))
+        P = p.Q.astype(np.float64) @ p.Q.T.astype(np.float64)
+        lim = np.abs(P).max()
+        ax.imshow(P, cmap="seismic", vmin=-lim, vmax=lim)
+        ax.set_title(f"{mode}: QQᵀ (k = {p.subsample})", fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out / "probes.png", dpi=110)
+    print(json.dumps({m: [(x["r"], round(x.get("cosine", float("nan")), 4)) for x in rows]
+                      for m, rows in scores["modes"].items()}))
+    print(f"results in {out}")
+
+
+if __name__ == "__main__":
+    main()

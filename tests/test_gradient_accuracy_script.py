@@ -1,0 +1,37 @@
+"""scripts/gradient_accuracy.py runs end to end on a tiny model file and never overwrites."""
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import layered_model
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gradient_accuracy.py"
+
+
+def test_gradient_accuracy_script(tmp_path, monkeypatch):
+    true, init = layered_model(shape=(61, 41)), layered_model(shape=(61, 41), smooth=True)
+    path = tmp_path / "tiny.h5"
+    with h5py.File(path, "w") as f:  # the SLIM/JUDI layout: arrays stored (nz, nx)
+        f["n"], f["d"], f["o"] = np.array(true.shape), np.array(true.spacing), np.array(true.origin)
+        f["m"], f["m0"] = true.m.T, init.m.T
+    out = tmp_path / "acc"
+    argv = [str(SCRIPT), str(path), "--out", str(out), "--ps", "2", "8", "--modes", "QR", "rademacher",
+            "--panels", "8", "--t", "300", "--f0", "0.015", "--water-rows", "5"]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+    scores = json.loads((out / "accuracy.json").read_text())
+    for mode in ("QR", "rademacher"):
+        rows = scores["modes"][mode]
+        assert [x["r"] for x in rows] == [2, 8]
+        assert all(-1 <= x["cosine"] <= 1 for x in rows)
+    qr = {x["r"]: x["cosine"] for x in scores["modes"]["QR"]}
+    assert qr[8] > qr[2]  # more probes, better gradient
+    for png in ("cosine_vs_r.png", "gradients.png", "probes.png"):
+        assert (out / png).stat().st_size > 0
+    with pytest.raises(SystemExit, match="exists"):  # never overwrite silently
+        runpy.run_path(str(SCRIPT), run_name="__main__")
