@@ -110,6 +110,7 @@ def _default_block(r):
 
 
 def _probing_for_shot(opts, wavelet_c, dt, nt, d_shot, probe_data, rng):
+    # d_shot is unused (kept for callers' signature); probe_data designs the QR/Hutch++ probes
     """Design the probes of one shot on its sub-sampled computational axis."""
     from .probing import design_probes
     r = opts.ps
@@ -141,23 +142,38 @@ def _shot_seeds(seed, nshots):
 
 
 # --------------------------------------------------------------------------- one shot
-def shot_objective(model, q, d, opts, rng=None):
-    """Misfit and gradient (padded grid, float32) of one shot — the unit of parallel work."""
-    dt, nt = computational_axis(model, q.geometry, d.geometry)
+def _shot_gradient(model, q, rec_geometry, adjoint_traces, opts, rng, probe_data=None):
+    """Forward (storing or probing the wavefield), then the adjoint driven by ``adjoint_traces``.
+
+    ``adjoint_traces(rec_c, dt, nt)`` maps the computational-axis receiver traces to the
+    computational-axis adjoint source (and may record the misfit). Returns the gradient
+    ``−dt Σ u·v̈`` (probed if ``opts.ps``) on the padded grid and ``dt``.
+    """
+    dt, nt = computational_axis(model, q.geometry, rec_geometry)
     wc = to_computational(q.arrays[0], q.geometry, dt, nt)
-    src_coords, rec_coords = q.geometry.coordinates[0], d.geometry.coordinates[0]
+    src_coords, rec_coords = q.geometry.coordinates[0], rec_geometry.coordinates[0]
+    usave = probing = ubar = None
     if opts.ps is None:
         rec, usave = run_forward(model, src_coords, wc, rec_coords, dt, nt, save=True)
-        probing = ubar = None
     else:
-        probing = _probing_for_shot(opts, wc, dt, nt, d, d, rng)
+        probing = _probing_for_shot(opts, wc, dt, nt, None, probe_data, rng)
         rec, ubar = run_forward(model, src_coords, wc, rec_coords, dt, nt, probing=probing)
-        usave = None
-    res = from_computational(rec, d.geometry[0], dt, nt) - d.arrays[0]
-    f = 0.5 * d.dt * float(np.sum(res.astype(np.float64) ** 2))
-    adj_src = (d.dt / dt) * from_computational_adjoint(res, d.geometry[0], dt, nt)
-    _, grad, _ = run_adjoint(model, rec_coords, adj_src, dt, nt, usave=usave, probing=probing, ubar=ubar)
-    return f, grad
+    y = adjoint_traces(rec, dt, nt)
+    _, grad, _ = run_adjoint(model, rec_coords, y, dt, nt, usave=usave, probing=probing, ubar=ubar)
+    return grad, dt
+
+
+def shot_objective(model, q, d, opts, rng=None):
+    """Misfit and gradient (padded grid, float32) of one shot — the unit of parallel work."""
+    misfit = []
+
+    def residual_source(rec, dt, nt):
+        res = from_computational(rec, d.geometry[0], dt, nt) - d.arrays[0]
+        misfit.append(0.5 * d.dt * float(np.sum(res.astype(np.float64) ** 2)))
+        return (d.dt / dt) * from_computational_adjoint(res, d.geometry[0], dt, nt)
+
+    grad, _ = _shot_gradient(model, q, d.geometry, residual_source, opts, rng, probe_data=d)
+    return misfit[0], grad
 
 
 def fwi_objective(model, q, d, ps=None, mode="QR", seed=None, *, subsample="auto", method="blocked",
@@ -222,19 +238,7 @@ def jacobian_adjoint(model, q, dd, ps=None, mode="QR", seed=None, *, probe_data=
     pdata = dd if probe_data is None else probe_data
     g = np.zeros(model.shape_padded, dtype=np.float64)
     for i in range(q.nshots):
-        dt, nt = computational_axis(model, q.geometry, dd.geometry)
-        wc = to_computational(q.arrays[i], q.geometry[i], dt, nt)
-        src_coords, rec_coords = q.geometry.coordinates[i], dd.geometry.coordinates[i]
-        if ps is None:
-            _, usave = run_forward(model, src_coords, wc, rec_coords, dt, nt, save=True)
-            probing = ubar = None
-        else:
-            probing = _probing_for_shot(opts, wc, dt, nt, dd[i], pdata[i], rngs[i])
-            _, ubar = run_forward(model, src_coords, wc, rec_coords, dt, nt, probing=probing)
-            usave = None
-        rc = from_computational_adjoint(dd.arrays[i], dd.geometry[i], dt, nt)
-        _, grad, _ = run_adjoint(model, rec_coords, rc, dt, nt, usave=usave, probing=probing, ubar=ubar)
-        g += grad / dt
+        traces = lambda rec, dt, nt, i=i: from_computational_adjoint(dd.arrays[i], dd.geometry[i], dt, nt)
+        grad, dt = _shot_gradient(model, q[i], dd.geometry[i], traces, opts, rngs[i], probe_data=pdata[i])
+        g += grad / dt  # the operators compute −dt·Σ u·v̈
     return model.unpad(g).astype(np.float32)
-
-
