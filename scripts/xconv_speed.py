@@ -56,6 +56,9 @@ def main():
     ap.add_argument("--mode", default="all", choices=["all", "channel"])
     ap.add_argument("--out", default=None)
     ap.add_argument("--fig", default=None)
+    ap.add_argument("--sizes", default="1,2,3,4", help="which of the four sizes (1-based)")
+    ap.add_argument("--batch-div", type=int, default=1,
+                    help="divide the batch sizes (indicative CPU runs of the big-channel sizes)")
     a = ap.parse_args()
     device = torch.device(a.device)
     dtype = getattr(torch, a.dtype)
@@ -67,7 +70,11 @@ def main():
     res = {"machine": machine_info(), "device": str(device), "dtype": a.dtype, "reps": reps,
            "mode": a.mode, "cmd": " ".join(sys.argv), "rows": []}
     print(res["machine"])
-    for b, c, n in (QUICK if a.quick else SIZES):
+    sizes = QUICK if a.quick else SIZES
+    sizes = [sizes[int(i) - 1] for i in a.sizes.split(",")]
+    sizes = [(max(1, b // a.batch_div), c, n) for b, c, n in sizes]
+    out = a.out or f"results/xconv_speed_{device.type}.json"
+    for b, c, n in sizes:
         conv = nn.Conv2d(c, c, 3, padding=1, bias=False)
         with torch.no_grad():
             conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) / (3 * c ** 0.5))
@@ -111,8 +118,7 @@ def main():
         print(f"b={b:3d} c={c:3d} {n:4d}^2: nn.Conv2d {row['t_conv']:.3f}s  " + "  ".join(
             f"{k} {row[f't_{k}']:.3f}s ({row[f'speedup_{k}']:.2f}x)" for k in layers if k != "conv"),
             flush=True)
-    out = a.out or f"results/xconv_speed_{device.type}.json"
-    save_json(out, res)
+        save_json(out, res)
     print("wrote", out)
     if a.fig:
         import matplotlib
