@@ -322,7 +322,9 @@ def _op_adjoint(ws, grad_save=None, probing=None, ic="as", src_interp=True):
     key = ("adjoint", grad_save, probing, ic, src_interp)
 
     def make():
-        v = ws.field("v")
+        # The adjoint field lives in the forward field's three time buffers: u is dead
+        # once the forward pass is done, so the gradient costs no extra 3·N.
+        v = ws.field("u")
         rec = ws.sparse("rec")
         s = ws.dt_symbol
         eqs = [wave_stencil(v, ws.m, ws.damp, forward=False)]
@@ -343,11 +345,18 @@ def _op_adjoint(ws, grad_save=None, probing=None, ic="as", src_interp=True):
 
 # --------------------------------------------------------------------------- per-shot runs
 def _probe_data(ws, name, arr):
-    """Bind ``arr`` (numpy) to a fresh Function shaped like the placeholder ``name``."""
+    """A fresh Function shaped like the placeholder ``name``, holding ``arr``.
+
+    ``arr`` may be a shape tuple: the Function is then zero (Devito zero-fills on
+    allocation) and no numpy temporary of that size is made — it would double the
+    probe storage at its peak.
+    """
     ph = [f for k, f in ws._fields.items() if isinstance(k, tuple) and k[:2] == ("probe", name)][-1]
-    f = Function(name=name, dimensions=ph.dimensions, shape=arr.shape,
+    shape = tuple(arr) if isinstance(arr, tuple) else arr.shape
+    f = Function(name=name, dimensions=ph.dimensions, shape=shape,
                  grid=ph.grid, space_order=0, dtype=ws.dtype)
-    f.data[:] = arr
+    if not isinstance(arr, tuple):
+        f.data[:] = arr
     return f
 
 
@@ -379,9 +388,7 @@ def run_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, save=False, pr
         elif probing is not None:
             probing.check_axis(nt)
             op = _op_forward(ws, probing=_probe_key(probing), born_dm=dm is not None)
-            ubar = np.zeros(ws.shape + (probing.r,), dtype=np.float32)
-            kwargs["ubar"] = ubar_f = _probe_data(ws, "ubar", ubar)
-            del ubar
+            kwargs["ubar"] = ubar_f = _probe_data(ws, "ubar", ws.shape + (probing.r,))
             scale = probing.subsample * dt
             if probing.method == "eq":
                 Qt = np.zeros((nt + 1, probing.r), dtype=np.float32)  # nt + 1: see _pad_time
@@ -390,8 +397,7 @@ def run_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, save=False, pr
             else:
                 W = probing.blocked_weights(nt, scale, adjoint=False)
                 kwargs["Qblk"] = _probe_data(ws, "Qblk", W)
-                kwargs["ring"] = ring = _probe_data(ws, "ring", np.zeros((probing.block,) + ws.shape,
-                                                                         dtype=np.float32))
+                kwargs["ring"] = ring = _probe_data(ws, "ring", (probing.block,) + ws.shape)
             u = ws.field("u")
             u.data[:] = 0
             if dm is not None:
@@ -442,8 +448,7 @@ def run_adjoint(model, rec_coords, residual_c, dt, nt, src_coords=None, usave=No
         if src_coords is not None:
             srca = ws.new_sparse("src", grid_coordinates(model, src_coords), nt=nt + 1)
             kwargs["src"] = srca
-        v = ws.field("v")
-        v.data[:] = 0
+        ws.field("u").data[:] = 0  # the adjoint field (see _op_adjoint)
         grad = vbar_f = None
         if usave is not None:
             op = _op_adjoint(ws, grad_save=nt + 1, src_interp=srca is not None)
@@ -462,15 +467,13 @@ def run_adjoint(model, rec_coords, residual_c, dt, nt, src_coords=None, usave=No
             else:
                 W = probing.blocked_weights(nt, 1.0, adjoint=True)
                 kwargs["Qblk"] = _probe_data(ws, "Qblk", W)
-                kwargs["ring"] = _probe_data(ws, "ring", np.zeros((probing.block,) + ws.shape,
-                                                                  dtype=np.float32))
+                kwargs["ring"] = _probe_data(ws, "ring", (probing.block,) + ws.shape)
             if direct:
                 grad = ws.function("grad")
                 grad.data[:] = 0
                 kwargs["ubar"] = ubar
             else:
-                kwargs["vbar"] = vbar_f = _probe_data(ws, "vbar", np.zeros(ws.shape + (probing.r,),
-                                                                          dtype=np.float32))
+                kwargs["vbar"] = vbar_f = _probe_data(ws, "vbar", ws.shape + (probing.r,))
         else:
             op = _op_adjoint(ws, src_interp=srca is not None)
         op.apply(**kwargs)
