@@ -30,6 +30,7 @@ def main(argv=None):
     ap.add_argument("--ps", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--eq", action="store_true", help="also time the reference Eq path (slow)")
+    ap.add_argument("--blocks", nargs="*", type=int, default=[], help="extra ring-buffer lengths B to time")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
 
@@ -61,8 +62,8 @@ def main(argv=None):
         r, u = run_forward(init, sc, wc, rc, dt, nt, save=True)
         return run_adjoint(init, rc, y, dt, nt, usave=u)[1]
 
-    def probed(method, subsample):
-        opts = GradientOptions(ps=a.ps, subsample=subsample, method=method)
+    def probed(method, subsample, block=None):
+        opts = GradientOptions(ps=a.ps, subsample=subsample, method=method, block=block)
         def run():
             p = _probing_for_shot(opts, wc, dt, nt, d, d, np.random.default_rng(0))
             r, ub = run_forward(init, sc, wc, rc, dt, nt, probing=p)
@@ -72,6 +73,8 @@ def main(argv=None):
     configs = {"plain fwd+adj": plain, "full storage": full,
                "probed blocked (k auto)": probed("blocked", "auto"),
                "probed blocked (k=1)": probed("blocked", 1)}
+    for B in a.blocks:
+        configs[f"probed blocked (k auto, B={B})"] = probed("blocked", "auto", B)
     if a.eq:
         configs["probed eq (k=1, reference)"] = probed("eq", 1)
     cos = lambda g: float(np.dot(g.ravel(), g_exact.ravel()) / np.linalg.norm(g) / np.linalg.norm(g_exact))

@@ -47,7 +47,7 @@ class GradientOptions:
     method : "blocked" or "eq"
         Probed accumulation (see :class:`timeprobe.propagators.Probing`).
     block : int or None
-        Ring-buffer length of the blocked method (None: ``max(4, min(16, r//4))``).
+        Ring-buffer length of the blocked method (None: 4, the fastest measured, see BENCHMARKS.md).
     probe_kwargs : dict
         Extra keyword arguments of ``design_probes`` (power_iterations, shift, …).
     """
@@ -106,7 +106,10 @@ def default_subsample(wavelet, dt, nt, r, margin=2.5):
 
 
 def _default_block(r):
-    return max(4, min(16, r // 4))
+    # Measured on the 801×207 Overthrust shot, r = 32, k = 7 (BENCHMARKS.md): B = 4 ran at 1.04×
+    # plain propagation, B = 8 at 1.27×, B = 16 at 1.77× — the unrolled B-term update loses to
+    # register pressure faster than it saves accumulator traffic — and B = 4 also stores least.
+    return 4
 
 
 def _probing_for_shot(opts, wavelet_c, dt, nt, d_shot, probe_data, rng):

@@ -144,7 +144,7 @@ class Probing:
     Q: np.ndarray
     subsample: int = 1
     method: str = "blocked"
-    block: int = 8
+    block: int = 4
     direct: bool = True
     info: dict = field(default_factory=dict)
 
