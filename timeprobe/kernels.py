@@ -88,13 +88,17 @@ class Workspace:
         return self._fields[key]
 
     def new_sparse(self, name, coordinates, data=None, nt=None):
-        """A fresh ``SparseTimeFunction`` named like the placeholder, for one shot."""
+        """A fresh ``SparseTimeFunction`` named like the placeholder, for one shot.
+
+        ``nt`` samples (default: those of ``data``); ``data`` fills the first rows, the
+        rest stay zero — written in place, without a padded copy of the traces.
+        """
         coordinates = np.asarray(coordinates)
-        nt = data.shape[0] if data is not None else nt
+        nt = data.shape[0] if nt is None else nt
         f = SparseTimeFunction(name=name, grid=self.grid, npoint=coordinates.shape[0], nt=nt)
         f.coordinates.data[:] = coordinates
         if data is not None:
-            f.data[:] = data
+            f.data[:data.shape[0]] = data
         return f
 
     # ------------------------------------------------------------------ model

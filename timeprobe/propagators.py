@@ -375,7 +375,7 @@ def run_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, save=False, pr
     with ws.lock:
         # Sparse functions get nt + 1 samples (last one zero) to match the nt + 1
         # snapshots of the full-storage field: Devito needs one time size per operator.
-        src = ws.new_sparse("src", grid_coordinates(model, src_coords), _pad_time(wavelet_c))
+        src = ws.new_sparse("src", grid_coordinates(model, src_coords), wavelet_c, nt=nt + 1)
         rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), nt=nt + 1)
         kwargs = dict(src=src, rec=rec, dt=dt, time_m=1, time_M=nt - 1)
         extra = None
@@ -412,7 +412,7 @@ def run_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, save=False, pr
                 Wt[:rows.shape[0]] = scale * rows
                 _op_flush(ws, probing.r, B).apply(ubar=ubar_f, ring=ring,
                                                  Wtail=_probe_data(ws, "Wtail", Wt))
-            return np.array(rec.data[:nt]), ubar_f
+            return rec.data[:nt].view(np.ndarray), ubar_f  # a view: no second copy of the traces
         else:
             op = _op_forward(ws, born_dm=dm is not None)
         if not save:
@@ -420,7 +420,7 @@ def run_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, save=False, pr
         if dm is not None:
             _zero_born(ws, dm, model)
         op.apply(**kwargs)
-        return np.array(rec.data[:nt]), extra
+        return rec.data[:nt].view(np.ndarray), extra
 
 
 def _pad_time(traces):
@@ -442,7 +442,7 @@ def run_adjoint(model, rec_coords, residual_c, dt, nt, src_coords=None, usave=No
     """
     ws = workspace(model)
     with ws.lock:
-        rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), _pad_time(residual_c))
+        rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), residual_c, nt=nt + 1)
         kwargs = dict(rec=rec, dt=dt, time_m=1, time_M=nt - 1)
         srca = None
         if src_coords is not None:
