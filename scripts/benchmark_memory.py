@@ -63,10 +63,12 @@ def child(model_path, config, ps, block):
     rec_c, _ = run_forward(m, sc, wc, rc, dt, nt)
     base = _hwm_mib()
     if config == "exact":
-        _, usave = run_forward(m, sc, wc, rc, dt, nt, save=True)
+        rec, usave = run_forward(m, sc, wc, rc, dt, nt, save=True)
+        del rec  # as in objectives._shot_gradient: traces are dropped before the adjoint pass
         run_adjoint(m, rc, rec_c, dt, nt, usave=usave)
     elif config == "probed":
-        _, ubar = run_forward(m, sc, wc, rc, dt, nt, probing=probing)
+        rec, ubar = run_forward(m, sc, wc, rc, dt, nt, probing=probing)
+        del rec  # as in objectives._shot_gradient: traces are dropped before the adjoint pass
         run_adjoint(m, rc, rec_c, dt, nt, probing=probing, ubar=ubar)
     peak = _hwm_mib()
     out = dict(config=config, baseline_mib=base, peak_mib=peak, working_mib=peak - base, nt=nt,

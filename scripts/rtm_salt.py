@@ -12,6 +12,8 @@ with one trace per x position).
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 import timeprobe as tp
@@ -59,8 +61,33 @@ def obn_acquisition(model, water_depth, nshots, nrec, t, dt=2.0, f0=0.015):
     return q, rec
 
 
-def run(small=True, seam_path=None, r=64, seed=0):
-    """Migrate reflection data with exact and probed ISIC; returns a dict of results."""
+def _vmhwm_mib():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def measured_memory(small, ps, r, seam_path=None):
+    """Peak-memory increase (MiB) of one RTM (exact: ``ps=None``; probed: ``ps=r``), measured
+    in a fresh subprocess: VmHWM after migrating − VmHWM after modelling the data."""
+    import json
+    import subprocess
+    import sys
+    env = dict(os.environ, TIMEPROBE_NOTEBOOK_SMALL="1" if small else "0")
+    cmd = [sys.executable, __file__, "--measure", "exact" if ps is None else str(r)]
+    if seam_path:
+        cmd += ["--seam", str(seam_path)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["working_mib"]
+
+
+def run(small=True, seam_path=None, r=64, seed=0, measure=True):
+    """Migrate reflection data with exact and probed ISIC; returns a dict of results.
+
+    ``measure``: also measure each migration's peak-memory increase in its own subprocess.
+    """
     if seam_path:
         model, wd = load_seam(seam_path, spacing=12.5)
         nshots, nrec, t = 16, 200, 6000.0
@@ -82,13 +109,49 @@ def run(small=True, seam_path=None, r=64, seed=0):
     probed, _ = tp.rtm(model0, q, dd, ps=r, ic="isic", seed=seed, progress=False)
     N = int(np.prod(model.shape_padded))
     rel = float(np.linalg.norm(probed - exact) / np.linalg.norm(exact))
-    return dict(model=model, model0=model0, exact=exact, probed=probed, illum=lam, nt=nt, r=r, N=N,
-                rel_error=rel, bytes_exact=4 * (nt + 1) * N, bytes_probed=4 * 2 * r * N,
-                seam=bool(seam_path))
+    out = dict(model=model, model0=model0, exact=exact, probed=probed, illum=lam, nt=nt, r=r, N=N,
+               rel_error=rel, bytes_exact=4 * (nt + 1) * N, bytes_probed=4 * 2 * r * N,
+               seam=bool(seam_path))
+    if measure:
+        out["measured_exact_mib"] = measured_memory(small, None, r, seam_path)
+        out["measured_probed_mib"] = measured_memory(small, r, r, seam_path)
+    return out
+
+
+def _measure_child(ps, seam_path):
+    """Subprocess body of :func:`measured_memory`."""
+    import json
+    small = os.environ.get("TIMEPROBE_NOTEBOOK_SMALL", "1") == "1"
+    if seam_path:
+        model, wd = load_seam(seam_path, spacing=12.5)
+        nshots, nrec, t = 16, 200, 6000.0
+    elif small:
+        model, wd = salt_model()
+        nshots, nrec, t = 2, 41, 500.0
+    else:
+        model, wd = salt_model(shape=(401, 201), spacing=10.0, nbl=40)
+        nshots, nrec, t = 12, 201, 3000.0
+    model0 = model.smooth(4 * model.spacing[0])
+    q, rec = obn_acquisition(model, wd, nshots, nrec, t)
+    d = tp.forward(model, q, rec)
+    d0 = tp.forward(model0, q, rec)
+    dd = tp.Data(rec, [a - b for a, b in zip(d.arrays, d0.arrays)])
+    base = _vmhwm_mib()
+    tp.rtm(model0, q, dd, ps=ps, ic="isic", progress=False)
+    print(json.dumps(dict(working_mib=_vmhwm_mib() - base)))
 
 
 if __name__ == "__main__":
-    import os
-    out = run(small=os.environ.get("TIMEPROBE_NOTEBOOK_SMALL", "1") == "1")
+    import argparse
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--measure", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--seam", default=None)
+    a = ap.parse_args()
+    if a.measure:
+        _measure_child(None if a.measure == "exact" else int(a.measure), a.seam)
+        raise SystemExit
+    out = run(small=os.environ.get("TIMEPROBE_NOTEBOOK_SMALL", "1") == "1", seam_path=a.seam)
     print(f"nt = {out['nt']}, r = {out['r']}, N = {out['N']}, relative image error = {out['rel_error']:.3f}")
     print(f"wavefield memory: exact {out['bytes_exact']/2**20:.1f} MiB, probed {out['bytes_probed']/2**20:.1f} MiB")
+    print(f"measured peak increase: exact {out['measured_exact_mib']:.1f} MiB, "
+          f"probed {out['measured_probed_mib']:.1f} MiB")

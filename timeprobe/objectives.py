@@ -162,6 +162,7 @@ def _shot_gradient(model, q, rec_geometry, adjoint_traces, opts, rng, probe_data
         probing = _probing_for_shot(opts, wc, dt, nt, None, probe_data, rng)
         rec, ubar = run_forward(model, src_coords, wc, rec_coords, dt, nt, probing=probing)
     y = adjoint_traces(rec, dt, nt)
+    del rec  # the recorded traces (nt × nrec) are not needed during the adjoint pass
     _, grad, _ = run_adjoint(model, rec_coords, y, dt, nt, usave=usave, probing=probing, ubar=ubar)
     return grad, dt
 
