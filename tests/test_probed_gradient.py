@@ -74,9 +74,9 @@ def test_random_probes_are_unbiased(case, mode):
     so the test can fail).
     """
     model0, q, d, f, g, nt = case
-    n = 24
+    n = 64
     seeds = np.random.SeedSequence(1234).spawn(n)
-    gs = np.stack([tp.fwi_objective(model0, q, d, ps=8, mode=mode, seed=s, subsample=1)[1]
+    gs = np.stack([tp.fwi_objective(model0, q, d, ps=64, mode=mode, seed=s, subsample=1)[1]
                    for s in seeds]).astype(np.float64)
     mean = gs.mean(axis=0)
     s2 = np.sum((gs - mean) ** 2) / (n - 1)

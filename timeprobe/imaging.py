@@ -201,15 +201,15 @@ def _run_forward_illum(model, src_coords, wc, rec_coords, dt, nt, probing=None):
         else:
             probing.check_axis(nt)
             op = _op_forward_illum(ws, None, _probe_key(probing))
-            extra = kwargs["ubar"] = _probe_data(ws, "ubar", np.zeros(ws.shape + (probing.r,), np.float32))
+            extra = kwargs["ubar"] = _probe_data(ws, "ubar", ws.shape + (probing.r,), probing)
             scale = probing.subsample * dt
             if probing.method == "eq":
                 Qt = np.zeros((nt + 1, probing.r), dtype=np.float32)
                 Qt[:nt:probing.subsample] = scale * probing.Q
-                kwargs["Qt"] = _probe_data(ws, "Qt", Qt)
+                kwargs["Qt"] = _probe_data(ws, "Qt", Qt, probing)
             else:
-                kwargs["Qblk"] = _probe_data(ws, "Qblk", probing.blocked_weights(nt, scale, adjoint=False))
-                kwargs["ring"] = _probe_data(ws, "ring", np.zeros((probing.block,) + ws.shape, np.float32))
+                kwargs["Qblk"] = _probe_data(ws, "Qblk", probing.blocked_weights(nt, scale, adjoint=False), probing)
+                kwargs["ring"] = _probe_data(ws, "ring", (probing.block,) + ws.shape, probing)
             ws.field("u").data[:] = 0
         illum = ws.function("illum")
         illum.data[:] = 0
@@ -222,7 +222,7 @@ def _run_forward_illum(model, src_coords, wc, rec_coords, dt, nt, probing=None):
             rows = probing.Q[c_last * B:(c_last + 1) * B]
             Wt[:rows.shape[0]] = scale * rows
             _op_flush(ws, probing.r, B).apply(ubar=extra, ring=kwargs["ring"],
-                                             Wtail=_probe_data(ws, "Wtail", Wt))
+                                             Wtail=_probe_data(ws, "Wtail", Wt, probing))
         return np.array(illum.data), extra
 
 
@@ -333,7 +333,7 @@ def rtm(model, q, d, ps=64, ic="isic", illumination=True, mode="QR", seed=None, 
         else:
             if ps is None:  # exact gathers: identity probes
                 Q = np.eye(nt, dtype=np.float32)
-                probing = Probing(Q, subsample=1, method=method, block=block or 8, direct=False)
+                probing = Probing(Q, subsample=1, method=method, block=block or 4, direct=False)
             else:
                 probing = _probing_for_shot(opts, wc, dt, nt, d[i], d[i], rngs[i])
                 probing.direct = shifts is None and ic != "isic"

@@ -205,6 +205,23 @@ def _probe_dims(ws, r, B=None):
     return dim("p", r), (dim("b", B) if B else None)
 
 
+def _block_dim(ws, k, B):
+    """The once-per-block time dimension (factor k·B), one object per (k, B) per workspace."""
+    key = ("dim", "tblk", k * B)
+    if key not in ws._fields:
+        ws._fields[key] = ConditionalDimension(name="tblk", parent=ws.time_dim, factor=k * B)
+    return ws._fields[key]
+
+
+def _placeholder_dims(ws, name, probing):
+    """Dimensions of the placeholder ``name`` in the operators built for ``probing``."""
+    p, b = _probe_dims(ws, probing.r, probing.block)
+    x = ws.space_dims
+    return {"ubar": x + (p,), "vbar": x + (p,), "Qt": (ws.time_dim, p),
+            "Qblk": (_block_dim(ws, probing.subsample, probing.block), b, p),
+            "ring": (b,) + x, "Wtail": (b, p)}[name]
+
+
 def _op_forward(ws, save=None, probing=None, born_dm=False):
     """Forward operator. ``save``: full storage (nt); ``probing``: (method, r, k, B)."""
     key = ("forward", save, probing, born_dm)
@@ -245,7 +262,7 @@ def _probe_eqs(ws, field_expr_source, probing, adjoint, expr=None):
             return [Inc(grad, -expr * Qt[time, p] * ubar)]
         return [Eq(acc, acc + Qt[time, p] * expr)]
     p, b = _probe_dims(ws, r, B)
-    tblk = ConditionalDimension(name="tblk", parent=time, factor=k * B)
+    tblk = _block_dim(ws, k, B)
     W = _probe_function(ws, "Qblk", (tblk, b, p))
     buf = _probe_function(ws, "ring", (b,) + x)
     writes = []
@@ -344,14 +361,20 @@ def _op_adjoint(ws, grad_save=None, probing=None, ic="as", src_interp=True):
 
 
 # --------------------------------------------------------------------------- per-shot runs
-def _probe_data(ws, name, arr):
+def _probe_data(ws, name, arr, probing=None):
     """A fresh Function shaped like the placeholder ``name``, holding ``arr``.
+
+    ``probing`` selects the placeholder of the operators built for that configuration
+    (several configurations may coexist on one workspace).
 
     ``arr`` may be a shape tuple: the Function is then zero (Devito zero-fills on
     allocation) and no numpy temporary of that size is made — it would double the
     probe storage at its peak.
     """
-    ph = [f for k, f in ws._fields.items() if isinstance(k, tuple) and k[:2] == ("probe", name)][-1]
+    if probing is not None:
+        ph = ws._fields[("probe", name, tuple(id(d) for d in _placeholder_dims(ws, name, probing)))]
+    else:
+        ph = [f for k, f in ws._fields.items() if isinstance(k, tuple) and k[:2] == ("probe", name)][-1]
     shape = tuple(arr) if isinstance(arr, tuple) else arr.shape
     f = Function(name=name, dimensions=ph.dimensions, shape=shape,
                  grid=ph.grid, space_order=0, dtype=ws.dtype)
@@ -388,16 +411,16 @@ def run_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, save=False, pr
         elif probing is not None:
             probing.check_axis(nt)
             op = _op_forward(ws, probing=_probe_key(probing), born_dm=dm is not None)
-            kwargs["ubar"] = ubar_f = _probe_data(ws, "ubar", ws.shape + (probing.r,))
+            kwargs["ubar"] = ubar_f = _probe_data(ws, "ubar", ws.shape + (probing.r,), probing)
             scale = probing.subsample * dt
             if probing.method == "eq":
                 Qt = np.zeros((nt + 1, probing.r), dtype=np.float32)  # nt + 1: see _pad_time
                 Qt[:nt:probing.subsample] = scale * probing.Q
-                kwargs["Qt"] = _probe_data(ws, "Qt", Qt)
+                kwargs["Qt"] = _probe_data(ws, "Qt", Qt, probing)
             else:
                 W = probing.blocked_weights(nt, scale, adjoint=False)
-                kwargs["Qblk"] = _probe_data(ws, "Qblk", W)
-                kwargs["ring"] = ring = _probe_data(ws, "ring", (probing.block,) + ws.shape)
+                kwargs["Qblk"] = _probe_data(ws, "Qblk", W, probing)
+                kwargs["ring"] = ring = _probe_data(ws, "ring", (probing.block,) + ws.shape, probing)
             u = ws.field("u")
             u.data[:] = 0
             if dm is not None:
@@ -411,7 +434,7 @@ def run_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, save=False, pr
                 rows = probing.Q[c_last * B:(c_last + 1) * B]
                 Wt[:rows.shape[0]] = scale * rows
                 _op_flush(ws, probing.r, B).apply(ubar=ubar_f, ring=ring,
-                                                 Wtail=_probe_data(ws, "Wtail", Wt))
+                                                 Wtail=_probe_data(ws, "Wtail", Wt, probing))
             return rec.data[:nt].view(np.ndarray), ubar_f  # a view: no second copy of the traces
         else:
             op = _op_forward(ws, born_dm=dm is not None)
@@ -463,17 +486,17 @@ def run_adjoint(model, rec_coords, residual_c, dt, nt, src_coords=None, usave=No
             if probing.method == "eq":
                 Qt = np.zeros((nt + 1, probing.r), dtype=np.float32)  # nt + 1: see _pad_time
                 Qt[:nt:probing.subsample] = probing.Q
-                kwargs["Qt"] = _probe_data(ws, "Qt", Qt)
+                kwargs["Qt"] = _probe_data(ws, "Qt", Qt, probing)
             else:
                 W = probing.blocked_weights(nt, 1.0, adjoint=True)
-                kwargs["Qblk"] = _probe_data(ws, "Qblk", W)
-                kwargs["ring"] = _probe_data(ws, "ring", (probing.block,) + ws.shape)
+                kwargs["Qblk"] = _probe_data(ws, "Qblk", W, probing)
+                kwargs["ring"] = _probe_data(ws, "ring", (probing.block,) + ws.shape, probing)
             if direct:
                 grad = ws.function("grad")
                 grad.data[:] = 0
                 kwargs["ubar"] = ubar
             else:
-                kwargs["vbar"] = vbar_f = _probe_data(ws, "vbar", ws.shape + (probing.r,))
+                kwargs["vbar"] = vbar_f = _probe_data(ws, "vbar", ws.shape + (probing.r,), probing)
         else:
             op = _op_adjoint(ws, src_interp=srca is not None)
         op.apply(**kwargs)
@@ -481,7 +504,7 @@ def run_adjoint(model, rec_coords, residual_c, dt, nt, src_coords=None, usave=No
             # block 0 is still in the ring buffer (slot 0 = time 0 lies outside the loop: weight 0)
             Wt = W[0].copy()
             Wt[0] = 0.0
-            fl = dict(ring=kwargs["ring"], Wtail=_probe_data(ws, "Wtail", Wt))
+            fl = dict(ring=kwargs["ring"], Wtail=_probe_data(ws, "Wtail", Wt, probing))
             fl.update(ubar=ubar) if direct else fl.update(vbar=vbar_f)
             _op_flush_adjoint(ws, probing.r, probing.block, direct).apply(**fl)
         return (None if srca is None else np.array(srca.data[:nt]),
