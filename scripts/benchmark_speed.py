@@ -31,6 +31,9 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--eq", action="store_true", help="also time the reference Eq path (slow)")
     ap.add_argument("--blocks", nargs="*", type=int, default=[], help="extra ring-buffer lengths B to time")
+    ap.add_argument("--checkpoints", type=int, default=0,
+                    help="also time optimal checkpointing (Revolve) with this many snapshots "
+                         "(each holds the 3 time levels of u: 3·c·N floats)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
 
@@ -77,7 +80,16 @@ def main(argv=None):
         configs[f"probed blocked (k auto, B={B})"] = probed("blocked", "auto", B)
     if a.eq:
         configs["probed eq (k=1, reference)"] = probed("eq", 1)
-    cos = lambda g: float(np.dot(g.ravel(), g_exact.ravel()) / np.linalg.norm(g) / np.linalg.norm(g_exact))
+    if a.checkpoints:
+        from timeprobe.strategies import gradient
+
+        def checkpointing():
+            # timeprobe.strategies runs one plain forward for the residual, then the Revolve sweep
+            return gradient(init, q, d, strategy="checkpoint", n_checkpoints=a.checkpoints)[1]
+        configs[f"checkpointing (Revolve, {a.checkpoints} snapshots = {3 * a.checkpoints}·N)"] = checkpointing
+    def cos(g):
+        ge = g_exact if g.shape == g_exact.shape else init.unpad(g_exact)  # strategies return unpadded g
+        return float(np.dot(g.ravel(), ge.ravel()) / np.linalg.norm(g) / np.linalg.norm(ge))
     info = {}
     for name, fn in configs.items():  # warm-up: compile, and record accuracy
         out = fn()
