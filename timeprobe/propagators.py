@@ -273,8 +273,14 @@ def _probe_eqs(ws, field_expr_source, probing, adjoint, expr=None):
     if adjoint and direct:
         ubar = _probe_function(ws, "ubar", x + (p,))
         grad = ws.function("grad")
-        combo = builtins.sum(W[tblk, j, p] * buf[(j,) + x] for j in range(B))
-        acc = [Inc(grad, -combo * ubar, implicit_dims=(tblk,))]
+        if r <= _UNROLL_MAX_R:
+            # The sum over probes written out: one expression per point that the compiler
+            # vectorises, instead of a loop-carried reduction into grad[x] (measured 5× slower).
+            combo = builtins.sum(builtins.sum(W[tblk, j, i] * buf[(j,) + x] for j in range(B))
+                                 * ubar[x + (i,)] for i in range(r))
+        else:
+            combo = builtins.sum(W[tblk, j, p] * buf[(j,) + x] for j in range(B)) * ubar
+        acc = [Inc(grad, -combo, implicit_dims=(tblk,))]
     else:
         out = _probe_function(ws, "vbar" if adjoint else "ubar", x + (p,))
         combo = builtins.sum(W[tblk, j, p] * buf[(j,) + x] for j in range(B))
@@ -282,6 +288,9 @@ def _probe_eqs(ws, field_expr_source, probing, adjoint, expr=None):
     # forward: flush the finished block before slot 0 is overwritten;
     # adjoint (backward in time): slot 0 is the last one written in a block.
     return (acc + writes) if not adjoint else (writes + acc)
+
+
+_UNROLL_MAX_R = 64  # the adjoint's direct gradient update is unrolled over probes up to this r
 
 
 def _probe_function(ws, name, dims):
