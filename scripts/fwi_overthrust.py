@@ -62,7 +62,7 @@ def build_parser():
     p.add_argument("--modes", nargs="+", default=["QR"], help="probe designs (QR, rademacher, gaussian, dft, ...)")
     p.add_argument("--no-exact", action="store_true", help="skip the standard (exact gradient) run")
     p.add_argument("--iterations", type=int, default=8, help="SPG iterations per run")
-    p.add_argument("--batch", type=int, default=2, help="shots per iteration (fresh random batch each iteration)")
+    p.add_argument("--batch", type=int, default=4, help="shots per iteration (fresh random batch each iteration)")
     p.add_argument("--seed", type=int, default=1, help="seed of batches and probes (same for every run)")
     p.add_argument("--src-spacing", type=float, default=200.0, help="source interval (m)")
     p.add_argument("--src-depth", type=float, default=50.0, help="source depth (m)")
