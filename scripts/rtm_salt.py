@@ -61,6 +61,25 @@ def obn_acquisition(model, water_depth, nshots, nrec, t, dt=2.0, f0=0.015):
     return q, rec
 
 
+def reflection_case(small=True, seam_path=None):
+    """Model, smooth background, acquisition and reflection data d − F(m0)q of one size."""
+    if seam_path:
+        model, wd = load_seam(seam_path, spacing=12.5)
+        nshots, nrec, t = 16, 200, 6000.0
+    elif small:
+        model, wd = salt_model()
+        nshots, nrec, t = 2, 41, 500.0
+    else:
+        model, wd = salt_model(shape=(401, 201), spacing=10.0, nbl=40)
+        nshots, nrec, t = 12, 201, 3000.0
+    model0 = model.smooth(4 * model.spacing[0])
+    q, rec = obn_acquisition(model, wd, nshots, nrec, t)
+    d = tp.forward(model, q, rec)
+    d0 = tp.forward(model0, q, rec)
+    dd = tp.Data(rec, [a - b for a, b in zip(d.arrays, d0.arrays)])
+    return model, model0, q, rec, dd
+
+
 def _vmhwm_mib():
     with open("/proc/self/status") as f:
         for line in f:
@@ -88,20 +107,7 @@ def run(small=True, seam_path=None, r=64, seed=0, measure=True):
 
     ``measure``: also measure each migration's peak-memory increase in its own subprocess.
     """
-    if seam_path:
-        model, wd = load_seam(seam_path, spacing=12.5)
-        nshots, nrec, t = 16, 200, 6000.0
-    elif small:
-        model, wd = salt_model()
-        nshots, nrec, t = 2, 41, 500.0
-    else:
-        model, wd = salt_model(shape=(401, 201), spacing=10.0, nbl=40)
-        nshots, nrec, t = 12, 201, 3000.0
-    model0 = model.smooth(4 * model.spacing[0])
-    q, rec = obn_acquisition(model, wd, nshots, nrec, t)
-    d = tp.forward(model, q, rec)
-    d0 = tp.forward(model0, q, rec)
-    dd = tp.Data(rec, [a - b for a, b in zip(d.arrays, d0.arrays)])
+    model, model0, q, rec, dd = reflection_case(small, seam_path)
     from timeprobe.propagators import computational_axis
     dt, nt = computational_axis(model0, q.geometry, rec)
     r = min(r, nt)
@@ -122,20 +128,7 @@ def _measure_child(ps, seam_path):
     """Subprocess body of :func:`measured_memory`."""
     import json
     small = os.environ.get("TIMEPROBE_NOTEBOOK_SMALL", "1") == "1"
-    if seam_path:
-        model, wd = load_seam(seam_path, spacing=12.5)
-        nshots, nrec, t = 16, 200, 6000.0
-    elif small:
-        model, wd = salt_model()
-        nshots, nrec, t = 2, 41, 500.0
-    else:
-        model, wd = salt_model(shape=(401, 201), spacing=10.0, nbl=40)
-        nshots, nrec, t = 12, 201, 3000.0
-    model0 = model.smooth(4 * model.spacing[0])
-    q, rec = obn_acquisition(model, wd, nshots, nrec, t)
-    d = tp.forward(model, q, rec)
-    d0 = tp.forward(model0, q, rec)
-    dd = tp.Data(rec, [a - b for a, b in zip(d.arrays, d0.arrays)])
+    model, model0, q, rec, dd = reflection_case(small, seam_path)
     base = _vmhwm_mib()
     tp.rtm(model0, q, dd, ps=ps, ic="isic", progress=False)
     print(json.dumps(dict(working_mib=_vmhwm_mib() - base)))
