@@ -22,18 +22,11 @@ import sys
 from pathlib import Path
 
 
-def _hwm_mib():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM"):
-                return int(line.split()[1]) / 1024.0
-    raise RuntimeError("VmHWM not available (needs Linux /proc)")
-
-
 def child(model_path, config, ps, block):
     import numpy as np
 
     import timeprobe as tp
+    from timeprobe.io import peak_memory_mb
     from timeprobe.kernels import workspace
     from timeprobe.objectives import GradientOptions, _probing_for_shot
     from timeprobe.propagators import (_op_adjoint, _op_flush, _op_flush_adjoint, _op_forward, _probe_key,
@@ -61,7 +54,7 @@ def child(model_path, config, ps, block):
         _op_flush(ws, probing.r, probing.block)
         _op_flush_adjoint(ws, probing.r, probing.block, True)
     rec_c, _ = run_forward(m, sc, wc, rc, dt, nt)
-    base = _hwm_mib()
+    base = peak_memory_mb()
     if config == "exact":
         rec, usave = run_forward(m, sc, wc, rc, dt, nt, save=True)
         del rec  # as in objectives._shot_gradient: traces are dropped before the adjoint pass
@@ -70,7 +63,7 @@ def child(model_path, config, ps, block):
         rec, ubar = run_forward(m, sc, wc, rc, dt, nt, probing=probing)
         del rec  # as in objectives._shot_gradient: traces are dropped before the adjoint pass
         run_adjoint(m, rc, rec_c, dt, nt, probing=probing, ubar=ubar)
-    peak = _hwm_mib()
+    peak = peak_memory_mb()
     out = dict(config=config, baseline_mib=base, peak_mib=peak, working_mib=peak - base, nt=nt,
                N=int(np.prod(m.shape_padded)))
     if probing is not None:

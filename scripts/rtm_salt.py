@@ -17,6 +17,7 @@ import os
 import numpy as np
 
 import timeprobe as tp
+from timeprobe.io import peak_memory_mb
 
 
 def salt_model(shape=(81, 51), spacing=10.0, nbl=20, space_order=8, water_depth=None):
@@ -80,14 +81,6 @@ def reflection_case(small=True, seam_path=None):
     return model, model0, q, rec, dd
 
 
-def _vmhwm_mib():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
 def measured_memory(small, ps, r, seam_path=None):
     """Peak-memory increase (MiB) of one RTM (exact: ``ps=None``; probed: ``ps=r``), measured
     in a fresh subprocess: VmHWM after migrating − VmHWM after modelling the data."""
@@ -129,9 +122,9 @@ def _measure_child(ps, seam_path):
     import json
     small = os.environ.get("TIMEPROBE_NOTEBOOK_SMALL", "1") == "1"
     model, model0, q, rec, dd = reflection_case(small, seam_path)
-    base = _vmhwm_mib()
+    base = peak_memory_mb()
     tp.rtm(model0, q, dd, ps=ps, ic="isic", progress=False)
-    print(json.dumps(dict(working_mib=_vmhwm_mib() - base)))
+    print(json.dumps(dict(working_mib=peak_memory_mb() - base)))
 
 
 if __name__ == "__main__":

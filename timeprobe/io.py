@@ -300,7 +300,20 @@ def write_segy(path, data, src_geometry, overwrite=False):
 
 # =========================================================================== results
 def peak_memory_mb():
-    """Peak resident memory of this process so far (MiB), from ``getrusage``."""
+    """Peak resident memory of this process so far (MiB).
+
+    On Linux from ``VmHWM`` in ``/proc/self/status``: unlike ``getrusage``'s
+    ``ru_maxrss``, which Linux carries over ``execve`` from the parent, it starts
+    afresh in a subprocess — so per-configuration subprocess measurements are right.
+    Elsewhere from ``getrusage``.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes
     return peak / 1024.0**2 if sys.platform == "darwin" else peak / 1024.0
