@@ -43,7 +43,7 @@ from devito import Eq, Function, Inc, TimeFunction
 from .geometry import Data
 from .kernels import build, wave_stencil, workspace
 from .objectives import GradientOptions, _probing_for_shot, _shot_seeds, jacobian_adjoint
-from .propagators import (Probing, _check_dm, _op_flush, _pad_time, _probe_data, _probe_eqs,
+from .propagators import (Probing, _check_dm, _op_flush, _probe_data, _probe_eqs,
                           _probe_key, born, check_inputs, computational_axis, forward,
                           from_computational_adjoint, grid_coordinates, run_adjoint,
                           to_computational)
@@ -191,7 +191,7 @@ def _run_forward_illum(model, src_coords, wc, rec_coords, dt, nt, probing=None):
     """One forward shot with illumination. Returns ``(illum (padded), usave or ū Function)``."""
     ws = workspace(model)
     with ws.lock:
-        src = ws.new_sparse("src", grid_coordinates(model, src_coords), _pad_time(wc))
+        src = ws.new_sparse("src", grid_coordinates(model, src_coords), wc, nt=nt + 1)
         rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), nt=nt + 1)
         kwargs = dict(src=src, rec=rec, dt=dt, time_m=1, time_M=nt - 1)
         if probing is None:
@@ -229,7 +229,7 @@ def _run_forward_illum(model, src_coords, wc, rec_coords, dt, nt, probing=None):
 def _run_adjoint_isic_exact(model, rec_coords, rc, dt, nt, usave):
     ws = workspace(model)
     with ws.lock:
-        rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), _pad_time(rc))
+        rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), rc, nt=nt + 1)
         op = _op_adjoint_isic(ws, nt + 1)
         ws.field("v").data[:] = 0
         grad = ws.function("grad")

@@ -370,20 +370,17 @@ def _op_adjoint(ws, grad_save=None, probing=None, ic="as", src_interp=True):
 
 
 # --------------------------------------------------------------------------- per-shot runs
-def _probe_data(ws, name, arr, probing=None):
+def _probe_data(ws, name, arr, probing):
     """A fresh Function shaped like the placeholder ``name``, holding ``arr``.
 
     ``probing`` selects the placeholder of the operators built for that configuration
-    (several configurations may coexist on one workspace).
+    (several configurations coexist on one workspace, each with its own dimensions).
 
     ``arr`` may be a shape tuple: the Function is then zero (Devito zero-fills on
     allocation) and no numpy temporary of that size is made — it would double the
     probe storage at its peak.
     """
-    if probing is not None:
-        ph = ws._fields[("probe", name, tuple(id(d) for d in _placeholder_dims(ws, name, probing)))]
-    else:
-        ph = [f for k, f in ws._fields.items() if isinstance(k, tuple) and k[:2] == ("probe", name)][-1]
+    ph = ws._fields[("probe", name, tuple(id(d) for d in _placeholder_dims(ws, name, probing)))]
     shape = tuple(arr) if isinstance(arr, tuple) else arr.shape
     f = Function(name=name, dimensions=ph.dimensions, shape=shape,
                  grid=ph.grid, space_order=0, dtype=ws.dtype)
@@ -423,7 +420,7 @@ def run_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, save=False, pr
             kwargs["ubar"] = ubar_f = _probe_data(ws, "ubar", ws.shape + (probing.r,), probing)
             scale = probing.subsample * dt
             if probing.method == "eq":
-                Qt = np.zeros((nt + 1, probing.r), dtype=np.float32)  # nt + 1: see _pad_time
+                Qt = np.zeros((nt + 1, probing.r), dtype=np.float32)  # nt + 1: sparse functions have nt + 1 samples
                 Qt[:nt:probing.subsample] = scale * probing.Q
                 kwargs["Qt"] = _probe_data(ws, "Qt", Qt, probing)
             else:
@@ -453,10 +450,6 @@ def run_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, save=False, pr
             _zero_born(ws, dm, model)
         op.apply(**kwargs)
         return rec.data[:nt].view(np.ndarray), extra
-
-
-def _pad_time(traces):
-    return np.concatenate([traces, np.zeros((1,) + traces.shape[1:], traces.dtype)])
 
 
 def _zero_born(ws, dm, model):
@@ -493,7 +486,7 @@ def run_adjoint(model, rec_coords, residual_c, dt, nt, src_coords=None, usave=No
             pkey = _probe_key(probing)[:-1] + (direct,)
             op = _op_adjoint(ws, probing=pkey, ic=ic, src_interp=srca is not None)
             if probing.method == "eq":
-                Qt = np.zeros((nt + 1, probing.r), dtype=np.float32)  # nt + 1: see _pad_time
+                Qt = np.zeros((nt + 1, probing.r), dtype=np.float32)  # nt + 1: sparse functions have nt + 1 samples
                 Qt[:nt:probing.subsample] = probing.Q
                 kwargs["Qt"] = _probe_data(ws, "Qt", Qt, probing)
             else:
