@@ -35,17 +35,15 @@ Subsurface horizontal offsets: ``I(h, x, z) = −(1/dt) Σ_p ū_p(x − h, z)·v
 """
 from __future__ import annotations
 
-import numbers
 
 import numpy as np
-from devito import Eq, Function, Inc, TimeFunction
+from devito import Eq, Function, Inc
 
 from .geometry import Data
-from .kernels import build, wave_stencil, workspace
+from .kernels import build, release, wave_stencil, workspace
 from .objectives import GradientOptions, _probing_for_shot, _shot_seeds, jacobian_adjoint
-from .propagators import (Probing, _check_dm, _op_flush, _probe_data, _probe_eqs,
-                          _probe_key, born, check_inputs, computational_axis, forward,
-                          from_computational_adjoint, grid_coordinates, run_adjoint,
+from .propagators import (Probing, _check_dm, born, check_inputs, computational_axis, forward,
+                          from_computational_adjoint, grid_coordinates, run_adjoint, run_forward,
                           to_computational)
 
 __all__ = ["rtm", "lsrtm_objective", "IMAGING_CONDITIONS", "kspace_filter", "isic_image",
@@ -123,25 +121,6 @@ def kspace_filter(image, spacing):
 
 
 # --------------------------------------------------------------------------- Devito operators
-def _op_forward_illum(ws, save, probing):
-    """Forward operator (full storage ``save`` or probed ``probing``) that also
-    accumulates the source illumination ``illum += dt·u²`` — no stored wavefield."""
-    key = ("forward_illum", save, probing)
-
-    def make():
-        u = ws.field("usave", save=save) if save else ws.field("u")
-        src, rec, s = ws.sparse("src"), ws.sparse("rec"), ws.dt_symbol
-        eqs = [wave_stencil(u, ws.m, ws.damp)]
-        eqs += src.inject(field=u.forward, expr=src * s**2 / ws.m)
-        eqs += rec.interpolate(expr=u)
-        illum = ws.function("illum")
-        eqs += [Inc(illum, s * u * u)]
-        if probing is not None:
-            eqs += _probe_eqs(ws, u, probing, adjoint=False)
-        return build(ws, eqs, "ForwardIllum")
-    return ws.operator(key, make)
-
-
 def _grad_dot(a, b, dims):
     return sum(getattr(a, "d" + d.name) * getattr(b, "d" + d.name) for d in dims)
 
@@ -187,45 +166,6 @@ def _derivatives(model, a):
 
 
 # --------------------------------------------------------------------------- per-shot runs
-def _run_forward_illum(model, src_coords, wc, rec_coords, dt, nt, probing=None):
-    """One forward shot with illumination. Returns ``(illum (padded), usave or ū Function)``."""
-    ws = workspace(model)
-    with ws.lock:
-        src = ws.new_sparse("src", grid_coordinates(model, src_coords), wc, nt=nt + 1)
-        rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), nt=nt + 1)
-        kwargs = dict(src=src, rec=rec, dt=dt, time_m=1, time_M=nt - 1)
-        if probing is None:
-            op = _op_forward_illum(ws, nt + 1, None)
-            extra = kwargs["usave"] = TimeFunction(name="usave", grid=ws.grid, time_order=2,
-                                                   space_order=model.space_order, save=nt + 1)
-        else:
-            probing.check_axis(nt)
-            op = _op_forward_illum(ws, None, _probe_key(probing))
-            extra = kwargs["ubar"] = _probe_data(ws, "ubar", ws.shape + (probing.r,), probing)
-            scale = probing.subsample * dt
-            if probing.method == "eq":
-                Qt = np.zeros((nt + 1, probing.r), dtype=np.float32)
-                Qt[:nt:probing.subsample] = scale * probing.Q
-                kwargs["Qt"] = _probe_data(ws, "Qt", Qt, probing)
-            else:
-                kwargs["Qblk"] = _probe_data(ws, "Qblk", probing.blocked_weights(nt, scale, adjoint=False), probing)
-                kwargs["ring"] = _probe_data(ws, "ring", (probing.block,) + ws.shape, probing)
-            ws.field("u").data[:] = 0
-        illum = ws.function("illum")
-        illum.data[:] = 0
-        op.apply(**kwargs)
-        if probing is not None and probing.method == "blocked":
-            # the last, unfinished block is still in the ring buffer
-            B, k = probing.block, probing.subsample
-            c_last = (nt - 1) // (k * B)
-            Wt = np.zeros((B, probing.r), dtype=np.float32)
-            rows = probing.Q[c_last * B:(c_last + 1) * B]
-            Wt[:rows.shape[0]] = scale * rows
-            _op_flush(ws, probing.r, B).apply(ubar=extra, ring=kwargs["ring"],
-                                             Wtail=_probe_data(ws, "Wtail", Wt, probing))
-        return np.array(illum.data), extra
-
-
 def _run_adjoint_isic_exact(model, rec_coords, rc, dt, nt, usave):
     ws = workspace(model)
     with ws.lock:
@@ -235,6 +175,7 @@ def _run_adjoint_isic_exact(model, rec_coords, rc, dt, nt, usave):
         grad = ws.function("grad")
         grad.data[:] = 0
         op.apply(rec=rec, usave=usave, dt=dt, time_m=1, time_M=nt - 1)
+        release(rec)
         return np.array(grad.data)
 
 
@@ -323,12 +264,13 @@ def rtm(model, q, d, ps=64, ic="isic", illumination=True, mode="QR", seed=None, 
         src_coords, rec_coords = q.geometry.coordinates[i], d.geometry.coordinates[i]
         rc = from_computational_adjoint(d.arrays[i], d.geometry[i], dt, nt)
         if not probed:
-            lam, usave = _run_forward_illum(model, src_coords, wc, rec_coords, dt, nt)
+            _, usave, lam = run_forward(model, src_coords, wc, rec_coords, dt, nt, save=True,
+                                        illumination=True)
             if ic == "isic":
                 grad = _run_adjoint_isic_exact(model, rec_coords, rc, dt, nt, usave)
             else:
                 _, grad, _ = run_adjoint(model, rec_coords, rc, dt, nt, usave=usave)
-            del usave
+            release(usave)
             img[0] += grad / dt
         else:
             if ps is None:  # exact gathers: identity probes
@@ -337,7 +279,8 @@ def rtm(model, q, d, ps=64, ic="isic", illumination=True, mode="QR", seed=None, 
             else:
                 probing = _probing_for_shot(opts, wc, dt, nt, d[i], d[i], rngs[i])
                 probing.direct = shifts is None and ic != "isic"
-            lam, ubar_f = _run_forward_illum(model, src_coords, wc, rec_coords, dt, nt, probing=probing)
+            _, ubar_f, lam = run_forward(model, src_coords, wc, rec_coords, dt, nt, probing=probing,
+                                         illumination=True)
             adj_ic = "isic" if ic == "isic" else "as"
             _, grad, vbar_f = run_adjoint(model, rec_coords, rc, dt, nt, probing=probing,
                                           ubar=ubar_f, ic=adj_ic)
@@ -346,7 +289,7 @@ def rtm(model, q, d, ps=64, ic="isic", illumination=True, mode="QR", seed=None, 
             else:
                 img += probed_image(model, np.asarray(ubar_f.data), np.asarray(vbar_f.data), ic,
                                     shifts=tuple(shifts) if shifts is not None else (0,)) / dt
-            del ubar_f, vbar_f
+            release(ubar_f, vbar_f)
         if illumination:
             illum += lam
     if ic == "kspace":

@@ -46,7 +46,8 @@ import numpy as np
 
 from .geometry import Data, Geometry
 
-__all__ = ["read_segy", "write_segy", "ResultsWriter", "read_results", "new_run_dir", "peak_memory_mb"]
+__all__ = ["read_segy", "write_segy", "ResultsWriter", "read_results", "new_run_dir", "peak_memory_mb",
+           "reset_peak_memory"]
 
 
 # =========================================================================== SEG-Y
@@ -317,6 +318,18 @@ def peak_memory_mb():
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes
     return peak / 1024.0**2 if sys.platform == "darwin" else peak / 1024.0
+
+
+def reset_peak_memory():
+    """Reset the peak-memory mark that :func:`peak_memory_mb` reads to the current
+    resident size (Linux ≥ 4.0: ``/proc/self/clear_refs``). Returns False where
+    unsupported; the peak then keeps counting from the process start."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def new_run_dir(base, name="run", timestamp=True):

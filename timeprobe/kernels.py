@@ -29,8 +29,9 @@ import threading
 import numpy as np
 from devito import (Eq, Function, Grid, Operator, SparseTimeFunction, TimeFunction,
                     solve)
+from devito.data.allocators import ExternalAllocator
 
-__all__ = ["Workspace", "workspace", "wave_stencil"]
+__all__ = ["Workspace", "workspace", "wave_stencil", "release"]
 
 
 def wave_stencil(field, m, damp, forward=True, source=0):
@@ -87,15 +88,26 @@ class Workspace:
             self._fields[key] = SparseTimeFunction(name=name, grid=self.grid, npoint=npoint, nt=nt)
         return self._fields[key]
 
-    def new_sparse(self, name, coordinates, data=None, nt=None):
+    def new_sparse(self, name, coordinates, data=None, nt=None, buffer=None):
         """A fresh ``SparseTimeFunction`` named like the placeholder, for one shot.
 
         ``nt`` samples (default: those of ``data``); ``data`` fills the first rows, the
         rest stay zero — written in place, without a padded copy of the traces.
+        ``buffer``: a C-contiguous float32 array (nt, npoint) used as the function's
+        data *without a copy* (Devito's ``ExternalAllocator``); the caller owns it.
         """
         coordinates = np.asarray(coordinates)
-        nt = data.shape[0] if nt is None else nt
-        f = SparseTimeFunction(name=name, grid=self.grid, npoint=coordinates.shape[0], nt=nt)
+        npoint = coordinates.shape[0]
+        if buffer is not None:
+            if (buffer.dtype != self.dtype or not buffer.flags.c_contiguous
+                    or buffer.shape != (nt, npoint)):
+                raise ValueError(f"sparse buffer must be C-contiguous {np.dtype(self.dtype).name} "
+                                 f"{(nt, npoint)}, got {buffer.dtype} {buffer.shape}")
+            f = SparseTimeFunction(name=name, grid=self.grid, npoint=npoint, nt=nt,
+                                   allocator=ExternalAllocator(buffer), initializer=lambda a: None)
+        else:
+            nt = data.shape[0] if nt is None else nt
+            f = SparseTimeFunction(name=name, grid=self.grid, npoint=npoint, nt=nt)
         f.coordinates.data[:] = coordinates
         if data is not None:
             f.data[:data.shape[0]] = data
@@ -149,3 +161,25 @@ def workspace(model):
 def build(ws, eqs, name):
     """Compile ``eqs`` on workspace ``ws`` (grid spacing substituted to save flops)."""
     return Operator(eqs, subs=ws.grid.spacing_map, name=name)
+
+
+def release(*functions):
+    """Free the buffers of per-shot Devito functions now, not at the next garbage collection.
+
+    Devito's symbolic objects sit in reference cycles (function ↔ its indexed
+    objects and sub-functions), so dropping the last Python reference does not
+    free their data: a shot's receiver traces, ring buffer, ū or full-storage
+    wavefield (nt·N floats) would stay resident until the cyclic collector runs
+    — on top of the next shot's. Dropping the function's own reference to its
+    buffer frees it as soon as no array view of it remains (a view returned to
+    the caller keeps its buffer alive, and only it). The functions are unusable
+    afterwards. ``None`` entries are skipped.
+    """
+    for f in functions:
+        if f is None:
+            continue
+        f._data = None  # Devito's own idiom (SparseFunction.free_data)
+        coords = getattr(f, "coordinates", None)
+        if coords is not None:
+            coords._data = None
+

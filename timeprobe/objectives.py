@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .geometry import Data, resample
+from .geometry import resample
+from .kernels import release
 from .propagators import (Probing, check_inputs, computational_axis, from_computational,
                           from_computational_adjoint, run_adjoint, run_forward, to_computational)
 
@@ -149,8 +150,10 @@ def _shot_gradient(model, q, rec_geometry, adjoint_traces, opts, rng, probe_data
     """Forward (storing or probing the wavefield), then the adjoint driven by ``adjoint_traces``.
 
     ``adjoint_traces(rec_c, dt, nt)`` maps the computational-axis receiver traces to the
-    computational-axis adjoint source (and may record the misfit). Returns the gradient
-    ``−dt Σ u·v̈`` (probed if ``opts.ps``) on the padded grid and ``dt``.
+    computational-axis adjoint source (and may record the misfit). It should write the
+    source into ``rec_c`` in place and return it: :func:`run_adjoint` then injects that
+    buffer without a copy. Returns the gradient ``−dt Σ u·v̈`` (probed if ``opts.ps``)
+    on the padded grid and ``dt``.
     """
     dt, nt = computational_axis(model, q.geometry, rec_geometry)
     wc = to_computational(q.arrays[0], q.geometry, dt, nt)
@@ -162,8 +165,9 @@ def _shot_gradient(model, q, rec_geometry, adjoint_traces, opts, rng, probe_data
         probing = _probing_for_shot(opts, wc, dt, nt, None, probe_data, rng)
         rec, ubar = run_forward(model, src_coords, wc, rec_coords, dt, nt, probing=probing)
     y = adjoint_traces(rec, dt, nt)
-    del rec  # the recorded traces (nt × nrec) are not needed during the adjoint pass
+    del rec  # the traces' buffer now holds y (or, if y is a new array, is freed here)
     _, grad, _ = run_adjoint(model, rec_coords, y, dt, nt, usave=usave, probing=probing, ubar=ubar)
+    release(usave, ubar)  # free nt·N (or r·N) floats now, before the next shot allocates its own
     return grad, dt
 
 
@@ -172,9 +176,14 @@ def shot_objective(model, q, d, opts, rng=None):
     misfit = []
 
     def residual_source(rec, dt, nt):
-        res = from_computational(rec, d.geometry[0], dt, nt) - d.arrays[0]
-        misfit.append(0.5 * d.dt * float(np.sum(res.astype(np.float64) ** 2)))
-        return (d.dt / dt) * from_computational_adjoint(res, d.geometry[0], dt, nt)
+        res = from_computational(rec, d.geometry[0], dt, nt)
+        res -= d.arrays[0]
+        misfit.append(0.5 * d.dt * float(np.einsum("ij,ij->", res, res, dtype=np.float64)))
+        # the synthetic traces are dead: the adjoint source overwrites them in place,
+        # and run_adjoint injects that buffer without a copy
+        from_computational_adjoint(res, d.geometry[0], dt, nt, out=rec)
+        rec *= d.dt / dt
+        return rec
 
     grad, _ = _shot_gradient(model, q, d.geometry, residual_source, opts, rng, probe_data=d)
     return misfit[0], grad
@@ -242,7 +251,8 @@ def jacobian_adjoint(model, q, dd, ps=None, mode="QR", seed=None, *, probe_data=
     pdata = dd if probe_data is None else probe_data
     g = np.zeros(model.shape_padded, dtype=np.float64)
     for i in range(q.nshots):
-        traces = lambda rec, dt, nt, i=i: from_computational_adjoint(dd.arrays[i], dd.geometry[i], dt, nt)
+        traces = lambda rec, dt, nt, i=i: from_computational_adjoint(dd.arrays[i], dd.geometry[i], dt, nt,
+                                                                     out=rec)
         grad, dt = _shot_gradient(model, q[i], dd.geometry[i], traces, opts, rngs[i], probe_data=pdata[i])
         g += grad / dt  # the operators compute −dt·Σ u·v̈
     return model.unpad(g).astype(np.float32)

@@ -33,8 +33,8 @@ import numpy as np
 import sympy
 from devito import ConditionalDimension, DefaultDimension, Eq, Function, Inc, TimeFunction
 
-from .geometry import Data, Geometry, resampling_operator, time_axis
-from .kernels import build, wave_stencil, workspace
+from .geometry import Data, Geometry, resampling_operator
+from .kernels import build, release, wave_stencil, workspace
 
 __all__ = ["forward", "adjoint", "born", "born_adjoint", "computational_axis", "Probing",
            "run_forward", "run_adjoint", "run_born"]
@@ -63,28 +63,44 @@ def _resampler(t0_in, dt_in, nt_in, t0_out, dt_out, nt_out):
     return R
 
 
-def to_computational(traces, geometry, dt, nt):
+_CHUNK = 256  # traces per resampling product: its float64 temporaries stay small
+
+
+def _apply(R, traces, out=None):
+    """``R @ traces`` in float64 arithmetic, stored float32 (into ``out`` if given).
+
+    Done a few traces at a time: a whole-record float64 temporary would be several
+    times the record itself and would count in the gradient's peak memory.
+    """
+    traces = np.asarray(traces)
+    if out is None:
+        out = np.empty((R.shape[0],) + traces.shape[1:], dtype=np.float32)
+    if traces.ndim == 1:
+        out[:] = R @ traces.astype(np.float64)
+        return out
+    for j in range(0, traces.shape[1], _CHUNK):
+        out[:, j:j + _CHUNK] = R @ traces[:, j:j + _CHUNK].astype(np.float64)
+    return out
+
+
+def to_computational(traces, geometry, dt, nt, out=None):
     """Traces on ``geometry``'s axis → computational axis (``R_in``)."""
-    R = _resampler(geometry.t0, geometry.dt, geometry.nt, 0.0, dt, nt)
-    return (R @ traces.astype(np.float64)).astype(np.float32)
+    return _apply(_resampler(geometry.t0, geometry.dt, geometry.nt, 0.0, dt, nt), traces, out)
 
 
-def from_computational(traces, geometry, dt, nt):
+def from_computational(traces, geometry, dt, nt, out=None):
     """Computational-axis traces → ``geometry``'s axis (``R_out``)."""
-    R = _resampler(0.0, dt, nt, geometry.t0, geometry.dt, geometry.nt)
-    return (R @ traces.astype(np.float64)).astype(np.float32)
+    return _apply(_resampler(0.0, dt, nt, geometry.t0, geometry.dt, geometry.nt), traces, out)
 
 
-def from_computational_adjoint(traces, geometry, dt, nt):
+def from_computational_adjoint(traces, geometry, dt, nt, out=None):
     """Exact adjoint ``R_outᵀ`` of :func:`from_computational`."""
-    R = _resampler(0.0, dt, nt, geometry.t0, geometry.dt, geometry.nt)
-    return (R.T @ traces.astype(np.float64)).astype(np.float32)
+    return _apply(_resampler(0.0, dt, nt, geometry.t0, geometry.dt, geometry.nt).T.tocsr(), traces, out)
 
 
-def to_computational_adjoint(traces, geometry, dt, nt):
+def to_computational_adjoint(traces, geometry, dt, nt, out=None):
     """Exact adjoint ``R_inᵀ`` of :func:`to_computational`."""
-    R = _resampler(geometry.t0, geometry.dt, geometry.nt, 0.0, dt, nt)
-    return (R.T @ traces.astype(np.float64)).astype(np.float32)
+    return _apply(_resampler(geometry.t0, geometry.dt, geometry.nt, 0.0, dt, nt).T.tocsr(), traces, out)
 
 
 def grid_coordinates(model, coords):
@@ -222,9 +238,10 @@ def _placeholder_dims(ws, name, probing):
             "ring": (b,) + x, "Wtail": (b, p)}[name]
 
 
-def _op_forward(ws, save=None, probing=None, born_dm=False):
-    """Forward operator. ``save``: full storage (nt); ``probing``: (method, r, k, B)."""
-    key = ("forward", save, probing, born_dm)
+def _op_forward(ws, save=None, probing=None, born_dm=False, illum=False):
+    """Forward operator. ``save``: full storage (nt); ``probing``: (method, r, k, B, direct);
+    ``illum``: also accumulate the source illumination ``illum += dt·u²``."""
+    key = ("forward", save, probing, born_dm, illum)
 
     def make():
         u = ws.field("usave", save=save) if save else ws.field("u")
@@ -240,6 +257,8 @@ def _op_forward(ws, save=None, probing=None, born_dm=False):
             eqs += rec.interpolate(expr=du)
         else:
             eqs += rec.interpolate(expr=u)
+        if illum:
+            eqs += [Inc(ws.function("illum"), s * u * u)]
         if probing is not None:
             eqs += _probe_eqs(ws, u, probing, adjoint=False)
         return build(ws, eqs, "Forward")
@@ -393,31 +412,38 @@ def _probe_key(probing):
     return (probing.method, probing.r, probing.subsample, probing.block, probing.direct)
 
 
-def run_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, save=False, probing=None, dm=None):
+def run_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, save=False, probing=None, dm=None,
+                illumination=False):
     """Propagate one shot on the computational axis.
 
     Returns ``(rec (nt, nrec), extra)`` where ``extra`` is the saved wavefield
-    (``save=True``, a Devito ``TimeFunction``), ``ū`` as an (…, r) array
-    (``probing``) or None.
+    (``save=True``, a Devito ``TimeFunction``), the ``ū`` Function (``probing``)
+    or None. ``illumination=True`` also accumulates the source illumination
+    ``Λ = dt·Σ_n u[n]²`` and returns ``(rec, extra, Λ)`` (padded grid).
     """
+    if save and probing is not None:
+        raise ValueError("run_forward: choose full storage (save=True) or probing, not both")
     ws = workspace(model)
     with ws.lock:
         # Sparse functions get nt + 1 samples (last one zero) to match the nt + 1
         # snapshots of the full-storage field: Devito needs one time size per operator.
         src = ws.new_sparse("src", grid_coordinates(model, src_coords), wavelet_c, nt=nt + 1)
-        rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), nt=nt + 1)
+        # the traces live in a numpy buffer we own (see _adjoint_source_buffer)
+        traces = np.zeros((nt + 1, len(rec_coords)), dtype=ws.dtype)
+        rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), nt=nt + 1, buffer=traces)
         kwargs = dict(src=src, rec=rec, dt=dt, time_m=1, time_M=nt - 1)
-        extra = None
+        extra = ring = None
         if save:
-            op = _op_forward(ws, save=nt + 1, born_dm=dm is not None)
-            usave = TimeFunction(name="usave", grid=ws.grid, time_order=2,
-                                 space_order=model.space_order, save=nt + 1)
-            kwargs["usave"] = usave
-            extra = usave
-        elif probing is not None:
+            op = _op_forward(ws, save=nt + 1, born_dm=dm is not None, illum=illumination)
+            extra = kwargs["usave"] = TimeFunction(name="usave", grid=ws.grid, time_order=2,
+                                                   space_order=model.space_order, save=nt + 1)
+        else:
+            ws.field("u").data[:] = 0
+            pkey = None if probing is None else _probe_key(probing)
+            op = _op_forward(ws, probing=pkey, born_dm=dm is not None, illum=illumination)
+        if probing is not None:
             probing.check_axis(nt)
-            op = _op_forward(ws, probing=_probe_key(probing), born_dm=dm is not None)
-            kwargs["ubar"] = ubar_f = _probe_data(ws, "ubar", ws.shape + (probing.r,), probing)
+            extra = kwargs["ubar"] = _probe_data(ws, "ubar", ws.shape + (probing.r,), probing)
             scale = probing.subsample * dt
             if probing.method == "eq":
                 Qt = np.zeros((nt + 1, probing.r), dtype=np.float32)  # nt + 1: sparse functions have nt + 1 samples
@@ -427,29 +453,39 @@ def run_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, save=False, pr
                 W = probing.blocked_weights(nt, scale, adjoint=False)
                 kwargs["Qblk"] = _probe_data(ws, "Qblk", W, probing)
                 kwargs["ring"] = ring = _probe_data(ws, "ring", (probing.block,) + ws.shape, probing)
-            u = ws.field("u")
-            u.data[:] = 0
-            if dm is not None:
-                _zero_born(ws, dm, model)
-            op.apply(**kwargs)
-            if probing.method == "blocked":
-                # the last block is still in the ring buffer: flush it
-                B, k = probing.block, probing.subsample
-                c_last = (nt - 1) // (k * B)
-                Wt = np.zeros((B, probing.r), dtype=np.float32)
-                rows = probing.Q[c_last * B:(c_last + 1) * B]
-                Wt[:rows.shape[0]] = scale * rows
-                _op_flush(ws, probing.r, B).apply(ubar=ubar_f, ring=ring,
-                                                 Wtail=_probe_data(ws, "Wtail", Wt, probing))
-            return rec.data[:nt].view(np.ndarray), ubar_f  # a view: no second copy of the traces
-        else:
-            op = _op_forward(ws, born_dm=dm is not None)
-        if not save:
-            ws.field("u").data[:] = 0
         if dm is not None:
             _zero_born(ws, dm, model)
+        if illumination:
+            ws.function("illum").data[:] = 0
         op.apply(**kwargs)
-        return rec.data[:nt].view(np.ndarray), extra
+        if ring is not None:
+            # the last, unfinished block is still in the ring buffer: flush it
+            B, k = probing.block, probing.subsample
+            c_last = (nt - 1) // (k * B)
+            Wt = np.zeros((B, probing.r), dtype=np.float32)
+            rows = probing.Q[c_last * B:(c_last + 1) * B]
+            Wt[:rows.shape[0]] = scale * rows
+            _op_flush(ws, probing.r, B).apply(ubar=extra, ring=ring,
+                                             Wtail=_probe_data(ws, "Wtail", Wt, probing))
+        release(rec, src, ring)
+        if illumination:
+            return traces[:nt], extra, np.array(ws.function("illum").data)
+        return traces[:nt], extra
+
+
+def _adjoint_source_buffer(residual_c, nt):
+    """The (nt + 1)-row buffer behind ``residual_c`` if it is the first nt rows of one
+    (the traces :func:`run_forward` returns, overwritten in place by an adjoint source),
+    else None. Such a buffer is injected without a copy: one nt × nrec array less at the
+    gradient's peak."""
+    base = residual_c.base
+    if (isinstance(base, np.ndarray) and base.dtype == np.float32 and base.flags.c_contiguous
+            and base.ndim == 2 and base.shape == (nt + 1, residual_c.shape[1])
+            and residual_c.shape[0] == nt and residual_c.flags.c_contiguous
+            and residual_c.__array_interface__["data"][0] == base.__array_interface__["data"][0]):
+        base[nt] = 0.0
+        return base
+    return None
 
 
 def _zero_born(ws, dm, model):
@@ -467,7 +503,11 @@ def run_adjoint(model, rec_coords, residual_c, dt, nt, src_coords=None, usave=No
     """
     ws = workspace(model)
     with ws.lock:
-        rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), residual_c, nt=nt + 1)
+        buf = _adjoint_source_buffer(residual_c, nt)
+        if buf is not None:
+            rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), nt=nt + 1, buffer=buf)
+        else:
+            rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), residual_c, nt=nt + 1)
         kwargs = dict(rec=rec, dt=dt, time_m=1, time_M=nt - 1)
         srca = None
         if src_coords is not None:
@@ -509,9 +549,11 @@ def run_adjoint(model, rec_coords, residual_c, dt, nt, src_coords=None, usave=No
             fl = dict(ring=kwargs["ring"], Wtail=_probe_data(ws, "Wtail", Wt, probing))
             fl.update(ubar=ubar) if direct else fl.update(vbar=vbar_f)
             _op_flush_adjoint(ws, probing.r, probing.block, direct).apply(**fl)
-        return (None if srca is None else np.array(srca.data[:nt]),
-                None if grad is None else np.array(grad.data),
-                vbar_f)
+        out = (None if srca is None else np.array(srca.data[:nt]),
+               None if grad is None else np.array(grad.data),
+               vbar_f)
+        release(rec, srca, kwargs.get("ring"))
+        return out
 
 
 def run_born(model, src_coords, wavelet_c, rec_coords, dm, dt, nt):
@@ -594,7 +636,7 @@ def born_adjoint(model, q, d):
                                dt, nt, save=True)
         rc = from_computational_adjoint(d.arrays[i], d.geometry[i], dt, nt)
         _, grad, _ = run_adjoint(model, d.geometry.coordinates[i], rc, dt, nt, usave=usave)
-        del usave
+        release(usave)
         g += model.unpad(grad) / dt  # operator computes −dt·Σ u·v̈
     return g.astype(np.float32)
 

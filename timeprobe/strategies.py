@@ -31,7 +31,7 @@ import numbers
 import numpy as np
 from devito import ConditionalDimension, Inc, Eq, TimeFunction
 
-from .kernels import build, wave_stencil, workspace
+from .kernels import build, release, wave_stencil, workspace
 from .objectives import fwi_objective
 from .propagators import (check_inputs, computational_axis, from_computational,
                           from_computational_adjoint, grid_coordinates, to_computational)
@@ -127,6 +127,7 @@ def _shot_subsample(model, src_coords, wc, rec_coords, res_fn, dt, nt, k):
         grad = ws.function("grad")
         grad.data[:] = 0
         aop.apply(rec=reca, usub=usub, grad=grad, dt=dt, time_m=1, time_M=nt - 1)
+        release(usub, src, rec, reca)
         return f, np.array(grad.data)
 
 
@@ -155,6 +156,7 @@ def _shot_checkpoint(model, src_coords, wc, rec_coords, res_fn, dt, nt, n_checkp
         wrp = Revolver(cp, wrap_fw, wrap_rev, n_checkpoints, nt - 1)
         wrp.apply_forward()
         wrp.apply_reverse()
+        release(src, rec, reca, rec2)  # the checkpoints themselves are freed with wrp
         return f, np.array(grad.data)
 
 
