@@ -1,30 +1,68 @@
-"""Measured memory/compute table of the gradient strategies, and the speed ratios of probing.
+"""Measured memory/compute table of the gradient strategies, and how probing scales.
 
-Cases: one Overthrust 2D shot (801×207 at 25 m, nbl 40 → 881×287, 3 s, source mid-model at
-50 m depth, receivers every grid column at 12.5 m depth, 8 Hz Ricker) and a small 3D layered
-case. Gradients at the smoothed model ``m0`` of data modelled in the true model.
+Cases (observed data modelled once in the true model and cached on disk; gradients at the
+smoothed model):
+
+* ``overthrust2d``  one shot of ``overthrust_2D.h5`` (801×207 at 25 m, nbl 40 → 881×287, 3 s,
+  source mid-model at 50 m depth, receivers every grid column at 12.5 m, 8 Hz Ricker);
+* ``layered3d``  three flat layers, 61×61×41 at 20 m, nbl 20 (101×101×81 padded), 1 s, 10 Hz,
+  source at the centre, 11 receiver lines — sized for a 2-core / 24 GB machine (nt = 387, full
+  storage ≈ 2 GB); ``layered3d_{nx}_{ny}_{nz}`` the same at another size with nbl 10;
+* ``layered2d_{nx}_{nz}``  three flat layers at 25 m, nbl 40, 10 Hz (sweep and ``--quick``).
+
+A case may carry its recording time in ms: ``layered2d_61_41:300``.
 
 Parts (``--part``):
 
-* ``table``  every strategy in its own subprocess: wall time (second run, operators warm),
-  peak RSS (VmHWM), gradient working memory = peak − peak of plain forward modelling (own
-  subprocess), cosine with the exact (full-storage) gradient.
-* ``speed``  one process, operators warmed up, configurations interleaved, 3 repeats, min:
-  plain fwd+adj, probed blocked (auto k / k=1 / B=4,8,16), eq reference path, full storage,
-  checkpointing; ratios and cosines.
-* ``sweep``  scaling of probed/plain time with N, nt, r on small 2D grids (+ PNG).
+* ``table``  for each case, every configuration in its own process (forked from a fork server
+  that imported devito and timeprobe and ran nothing; one at a time): plain forward (memory
+  baseline), plain forward + adjoint without storage (time baseline), full storage, time
+  subsampling (auto k), DFT (nf = r/2: r real columns), optimal checkpointing (pyrevolve),
+  probing (r; on Overthrust also B = 8, 16). Each subprocess runs the configuration once
+  (code generation, compilation), releases freed heap pages (``malloc_trim``), resets the
+  peak-RSS counter (``/proc/self/clear_refs``) and times ``--repeats`` runs (minimum kept):
 
-Usage::
+  - wall time, and its ratio to the plain forward + adjoint time of the same run;
+  - peak RSS (VmHWM) of the timed runs; working memory = peak − peak of plain forward
+    modelling (both with their operators already built: code generation is not counted; the
+    JSON keeps ``cold_peak_mb``, the peak of the whole process including the first run);
+  - the memory the strategy must hold by construction (formula → MiB, see ``expected_memory``);
+  - cosine with the exact (full-storage) gradient.
 
-    python scripts/benchmark_gradients.py --part table speed sweep --out benchmarks/gradients.json
+  JSON under ``"table"`` and a Markdown table per case (``<out stem>_table.md``) laid out like
+  the seed's "Compute / Memory" table, one column per strategy.
+* ``speed``  one process, operators warmed up, configurations interleaved, ``--repeats``
+  (min): plain fwd+adj, probed blocked (auto k / k=1 / B=4, 8, 16), eq reference path, full
+  storage, checkpointing; ratios and cosines.
+* ``sweep``  probed (r) vs plain forward + adjoint on ``layered2d`` grids, varying N (grid),
+  nt (recording time) and r (8, 16, 32, 64); one subprocess per point measuring both times
+  and the probed working memory (peak after the probed gradient − peak after a plain
+  forward + adjoint, operators built beforehand; the gradient array, N floats, exists by then,
+  so the delta is ≈ (r + B)·N + traces). Plot ``figures/<out stem>_scaling.png``
+  (beside the JSON) with the fitted asymptotics
+  time ≈ nt·N·(c_stencil + c·r/k) (k the time-subsampling factor), memory (r + B + 1)·N.
+
+``--quick`` runs the same parts on tiny cases (``layered2d_61_41`` at 600 ms and a
+21×21×17 ``layered3d`` for the table, r = 8, a few tiny grids for the sweep) and writes
+under the system temp folder unless ``--out`` is given: nothing committed is overwritten.
+Results merge into an existing JSON per part (per case for the table).
+
+Usage (full run, the deliverable: ≈ 10 min for ``table sweep`` on 2 cores, a few more for
+``speed``; one at a time, on a quiet machine)::
+
+    python scripts/benchmark_gradients.py --part table sweep
+    python scripts/benchmark_gradients.py --part speed
+    python scripts/benchmark_gradients.py --quick --out /tmp/bg/gradients.json   # smoke test
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
+import datetime
+import gc
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,12 +80,59 @@ CACHE = Path(os.environ.get("TIMEPROBE_BENCH_CACHE", tempfile.gettempdir())) / "
 
 import timeprobe as tp  # noqa: E402
 
+MIB = 2.0 ** 20
+FLOAT = 4  # bytes (float32 fields)
+
+# ---- the configurations of one run: (case, recording time in ms, r)
+FULL = dict(table=[("overthrust2d", 3000.0), ("layered3d", 1000.0)], r=32,
+            speed=("overthrust2d", 3000.0),
+            sweep=[("layered2d_201_101", 1500.0, 32), ("layered2d_401_201", 1500.0, 32),
+                   ("layered2d_801_201", 1500.0, 32),
+                   ("layered2d_401_201", 750.0, 32), ("layered2d_401_201", 3000.0, 32),
+                   ("layered2d_401_201", 1500.0, 8), ("layered2d_401_201", 1500.0, 16),
+                   ("layered2d_401_201", 1500.0, 64)],
+            repeats=dict(table=2, speed=3, sweep=3))
+QUICK = dict(table=[("layered2d_61_41", 600.0), ("layered3d_21_21_17", 300.0)], r=8,
+             speed=("layered2d_61_41", 600.0),
+             sweep=[("layered2d_41_31", 200.0, 8), ("layered2d_81_41", 300.0, 16)],
+             repeats=dict(table=1, speed=1, sweep=1))
+DEFAULT_T = {"overthrust2d": 3000.0, "layered3d": 1000.0}
+
+
+# --------------------------------------------------------------------------- process memory
+def _status_mb(key):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
 
 def vmhwm_mb():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
+    """Peak resident memory of this process (MiB)."""
+    return _status_mb("VmHWM")
+
+
+def rss_mb():
+    return _status_mb("VmRSS")
+
+
+def reset_peak():
+    """Free heap pages back to the OS and reset VmHWM to the current RSS (Linux ≥ 4.0).
+
+    Returns False (peak not reset) where ``/proc/self/clear_refs`` is not writable.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- cases
@@ -63,11 +148,11 @@ def _overthrust_models():
     return mk(m), mk(m0)
 
 
-def _layered3d(n=(61, 61, 41), h=20.0):
+def _layered3d(n=(61, 61, 41), h=20.0, nbl=20):
     vp = np.full(n, 1.5, np.float32)
     vp[..., n[2] // 3:] = 2.2
     vp[..., 2 * n[2] // 3:] = 3.0
-    model = tp.Model(vp=vp, spacing=(h,) * 3, nbl=20, space_order=8)
+    model = tp.Model(vp=vp, spacing=(h,) * 3, nbl=nbl, space_order=8)
     return model, model.smooth(3 * h)
 
 
@@ -79,18 +164,27 @@ def _layered2d(nx, nz, h=25.0):
     return model, model.smooth(3 * h)
 
 
+def parse_case(spec):
+    """``"name"`` or ``"name:T_ms"`` → (name, T)."""
+    name, _, t = spec.partition(":")
+    return name, (float(t) if t else DEFAULT_T.get(name.split("_")[0], 1500.0))
+
+
 def setup(case, t=None):
-    """(model0, q, d) of ``case``; observed data cached on disk (modelled once)."""
+    """(model0, q, d) of ``case`` recorded for ``t`` ms; observed data cached on disk (modelled once)."""
+    t = t or DEFAULT_T.get(case.split("_")[0], 1500.0)
     if case == "overthrust2d":
         model, model0 = _overthrust_models()
-        T, dtd, f0 = 3000.0, 2.0, 0.008
+        dtd, f0 = 2.0, 0.008
         (xa, xb), (za, zb) = model.domain_bounds
         src = np.array([[0.5 * (xa + xb), 50.0]])
         nx = model.shape[0]
         rec = np.stack([xa + model.spacing[0] * np.arange(nx), np.full(nx, 12.5)], 1)
-    elif case == "layered3d":
-        model, model0 = _layered3d()
-        T, dtd, f0 = 1000.0, 2.0, 0.010
+    elif case.startswith("layered3d"):
+        parts = case.split("_")
+        model, model0 = (_layered3d() if len(parts) == 1 else
+                         _layered3d(tuple(int(v) for v in parts[1:4]), nbl=10))
+        dtd, f0 = 2.0, 0.010
         b = model.domain_bounds
         cx, cy = 0.5 * (b[0][0] + b[0][1]), 0.5 * (b[1][0] + b[1][1])
         src = np.array([[cx, cy, 40.0]])
@@ -101,23 +195,37 @@ def setup(case, t=None):
     elif case.startswith("layered2d"):
         _, nx, nz = case.split("_")
         model, model0 = _layered2d(int(nx), int(nz))
-        T, dtd, f0 = (t or 1500.0), 2.0, 0.010
+        dtd, f0 = 2.0, 0.010
         (xa, xb), _ = model.domain_bounds
         src = np.array([[0.5 * (xa + xb), 50.0]])
         rec = np.stack([np.linspace(xa, xb, int(nx)), np.full(int(nx), 12.5)], 1)
     else:
         raise ValueError(f"unknown case {case!r}")
-    qg = tp.Geometry([src], dt=dtd, t=T)
-    q = tp.Data(qg, [tp.ricker(f0, dtd, T)])
-    rg = tp.Geometry([rec], dt=dtd, t=T)
+    qg = tp.Geometry([src], dt=dtd, t=t)
+    q = tp.Data(qg, [tp.ricker(f0, dtd, t)])
+    rg = tp.Geometry([rec], dt=dtd, t=t)
     CACHE.mkdir(parents=True, exist_ok=True)
-    fn = CACHE / f"{case}_{T:g}.npy"
-    if fn.exists():
-        d = tp.Data(rg, [np.load(fn)])
+    fn = CACHE / f"{case}_{t:g}.npy"
+    arr = np.load(fn) if fn.exists() else None
+    if arr is not None and arr.shape == (rg.nt, rec.shape[0]):
+        d = tp.Data(rg, [arr])
     else:
         d = tp.forward(model, q, rg)
-        np.save(fn, d.arrays[0])
+        tmp = fn.with_suffix(f".{os.getpid()}.npy")
+        np.save(tmp, d.arrays[0])
+        os.replace(tmp, fn)
     return model0, q, d
+
+
+def case_info(model0, q, d):
+    """Sizes the memory formulas need: N (padded grid), N_h (with the space-order halo), nt, dt."""
+    from timeprobe.propagators import computational_axis
+    dt, nt = computational_axis(model0, q.geometry, d.geometry)
+    so = model0.space_order
+    return dict(shape=list(model0.shape), shape_padded=list(model0.shape_padded), dt=float(dt), nt=int(nt),
+                N=int(np.prod(model0.shape_padded)),
+                N_h=int(np.prod([s + 2 * so for s in model0.shape_padded])), space_order=so,
+                nrec=int(d.geometry.coordinates[0].shape[0]))
 
 
 # --------------------------------------------------------------------------- one configuration
@@ -144,31 +252,121 @@ def run_config(model0, q, d, cfg):
     return gradient(model0, q, d, s, **cfg.get("opts", {}))[1]
 
 
-def worker(case, cfg, gpath):
-    """Subprocess body: warm-up run (compiles), timed run, VmHWM; gradient saved to gpath."""
-    model0, q, d = setup(case)
-    base = vmhwm_mb()
-    run_config(model0, q, d, cfg)
+def auto_k(model0, q, d, r):
+    """The time-subsampling factor probing picks for this shot (``subsample="auto"``)."""
+    from timeprobe.objectives import default_subsample
+    from timeprobe.propagators import computational_axis, to_computational
+    dt, nt = computational_axis(model0, q.geometry, d.geometry)
+    return int(default_subsample(to_computational(q.arrays[0], q.geometry, dt, nt), dt, nt, r))
+
+
+def worker_table(case, t, cfg, gpath, repeats=1):
+    """Subprocess body: warm-up run (compiles), peak reset, timed runs; gradient saved to gpath."""
     t0 = time.perf_counter()
-    g = run_config(model0, q, d, cfg)
-    wall = time.perf_counter() - t0
+    model0, q, d = setup(case, t)
+    setup_peak = vmhwm_mb()
+    t1 = time.perf_counter()
+    run_config(model0, q, d, cfg)  # code generation + compilation + a first run
+    t2 = time.perf_counter()
+    cold_peak = vmhwm_mb()
+    reset = reset_peak()
+    rss0 = rss_mb()
+    times = []
+    for _ in range(repeats):
+        t3 = time.perf_counter()
+        g = run_config(model0, q, d, cfg)
+        times.append(time.perf_counter() - t3)
+    peak = vmhwm_mb()
     if g is not None:
         np.save(gpath, g)
-    from timeprobe.propagators import computational_axis
-    dt, nt = computational_axis(model0, q.geometry, d.geometry)
-    return dict(wall_s=wall, peak_mb=vmhwm_mb(), setup_peak_mb=base, dt=dt, nt=nt,
-                N=int(np.prod(model0.shape_padded)))
+    return dict(wall_s=min(times), walls_s=times, setup_s=t1 - t0, first_run_s=t2 - t1,
+                peak_mb=peak if reset else cold_peak,
+                cold_peak_mb=cold_peak, setup_peak_mb=setup_peak, rss_before_mb=rss0,
+                peak_reset=reset, **case_info(model0, q, d))
 
 
-def in_subprocess(case, cfg, tmp):
-    gpath = str(Path(tmp) / f"g_{case}_{cfg['name']}.npy")
-    cmd = [sys.executable, __file__, "--worker", json.dumps(dict(case=case, cfg=cfg, gpath=gpath))]
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"worker {cfg} failed:\n{out.stderr[-3000:]}")
-    res = json.loads(out.stdout.strip().splitlines()[-1])
-    res["gpath"] = gpath if os.path.exists(gpath) else None
-    return res
+def worker_sweep(case, t, r, repeats=1):
+    """Subprocess body of one sweep point: plain fwd+adj vs probed(r) times and probed working memory."""
+    model0, q, d = setup(case, t)
+    plain = dict(strategy="plain")
+    probe = dict(strategy="probe", opts=dict(r=r, seed=0))
+    run_config(model0, q, d, plain)  # build every operator outside timings and peaks
+    run_config(model0, q, d, probe)
+    tpl, tpr = [], []
+    for _ in range(repeats):  # interleaved, minimum kept
+        t0 = time.perf_counter()
+        run_config(model0, q, d, plain)
+        tpl.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        run_config(model0, q, d, probe)
+        tpr.append(time.perf_counter() - t0)
+    reset = reset_peak()
+    run_config(model0, q, d, plain)
+    base = vmhwm_mb()
+    run_config(model0, q, d, probe)
+    peak = vmhwm_mb()
+    info = case_info(model0, q, d)
+    return dict(case=case, T=t, r=r, k=auto_k(model0, q, d, r), B=_default_block(r),
+                plain_s=min(tpl), probe_s=min(tpr), ratio=min(tpr) / min(tpl), plain_all_s=tpl,
+                probe_all_s=tpr, base_mb=base, peak_mb=peak, working_mb=peak - base, peak_reset=reset,
+                **info)
+
+
+def _default_block(r):
+    from timeprobe.objectives import _default_block as b
+    return int(b(r))
+
+
+def run_worker(payload):
+    if payload["mode"] == "table":
+        return worker_table(payload["case"], payload["t"], payload["cfg"], payload["gpath"], payload["repeats"])
+    return worker_sweep(payload["case"], payload["t"], payload["r"], payload["repeats"])
+
+
+def _child(payload, conn):
+    try:
+        res = dict(ok=run_worker(payload))
+    except BaseException:  # noqa: BLE001 — reported to the parent with its traceback
+        import traceback
+        res = dict(error=traceback.format_exc())
+    conn.send(res)
+    conn.close()
+
+
+_CTX = None
+
+
+_PRELOAD = ["numpy", "scipy.sparse", "scipy.ndimage", "sympy", "h5py", "devito", "devito.checkpointing",
+            "pyrevolve", "timeprobe", "timeprobe.strategies", "timeprobe.objectives", "timeprobe.probing"]
+
+
+def _context():
+    """A fork server that imported devito and timeprobe but ran nothing: every worker is a fresh
+    process forked from it, without the ≈ 1 s of imports of a new interpreter. (Modules, not
+    ``"__main__"``: CPython ≤ 3.12 never preloads the main script, ``main_path`` is not passed.)"""
+    global _CTX
+    if _CTX is None:
+        import multiprocessing as mp
+        _CTX = mp.get_context("forkserver")
+        _CTX.set_forkserver_preload(_PRELOAD)
+    return _CTX
+
+
+def in_subprocess(payload):
+    """Run one measurement (``worker_table``/``worker_sweep``) in its own process; its result dict."""
+    ctx = _context()
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(payload, send), daemon=True)
+    proc.start()
+    send.close()
+    try:
+        res = recv.recv()
+    except EOFError:
+        res = dict(error="worker died without a result")
+    proc.join()
+    if "error" in res or proc.exitcode != 0:
+        raise RuntimeError(f"worker {payload} failed (exit code {proc.exitcode}):\n{res.get('error', '')[-3000:]}")
+    return res["ok"]
 
 
 def cosine(a, b):
@@ -176,62 +374,190 @@ def cosine(a, b):
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-# --------------------------------------------------------------------------- parts
-def table_configs(case, r=32):
-    ncp = -(-(r + 8) // 3)  # 3-level checkpoints holding at least the probed working set
-    cfgs = [dict(name="plain_forward", strategy="plain_forward"),
-            dict(name="full", strategy="full"),
-            dict(name="subsample_auto", strategy="subsample", opts=dict(k="auto")),
+# --------------------------------------------------------------------------- table
+def table_configs(case, r, k, B):
+    """Configurations of the table; checkpoints c = ⌈(r+B+1)/2⌉ hold ≥ the probed memory."""
+    ncp = -(-(r + B + 1) // 2)  # DevitoCheckpoint keeps time_order = 2 levels of u: 2·c·N_h floats
+    cfgs = [dict(name="full", strategy="full"),
             dict(name=f"dft_nf{r // 2}", strategy="dft", opts=dict(nf=r // 2, seed=0)),
+            dict(name=f"probe_r{r}", strategy="probe", opts=dict(r=r, seed=0)),
             dict(name=f"checkpoint_c{ncp}", strategy="checkpoint", opts=dict(n_checkpoints=ncp)),
-            dict(name=f"probe_r{r}", strategy="probe", opts=dict(r=r, seed=0))]
+            dict(name=f"subsample_k{k}", strategy="subsample", opts=dict(k=k))]
     if case == "overthrust2d":
-        cfgs += [dict(name=f"probe_r{r}_B{B}", strategy="probe", opts=dict(r=r, seed=0, block=B))
-                 for B in (4, 16)]
+        cfgs += [dict(name=f"probe_r{r}_B{b}", strategy="probe", opts=dict(r=r, seed=0, block=b))
+                 for b in (8, 16) if b != B]
+    cfgs += [dict(name="plain", strategy="plain"), dict(name="plain_forward", strategy="plain_forward")]
     return cfgs
 
 
-def part_table(cases, tmp):
+SEED = {  # the seed's "Compute / Memory" table
+    "full": ("FWI (full storage)", "0", "N·nt"),
+    "dft": ("DFT", "O(2r)·nt·N", "2r·N"),
+    "probe": ("Probing", "O(r)·nt·N", "r·N"),
+    "checkpoint": ("Optimal checkpointing", "O(log nt)·N·nt", "O(10)·N"),
+    "subsample": ("Time subsampling", "0 (not in seed)", "N·nt/k (not in seed)"),
+    "plain": ("plain forward + adjoint", "(time reference)", "—"),
+    "plain_forward": ("plain forward", "—", "(memory baseline)"),
+}
+
+
+def expected_memory(cfg, info, B):
+    """(formula, floats) the strategy holds beyond plain forward modelling, by construction.
+
+    N: padded grid points; N_h: with the space-order halo (Devito ``TimeFunction``s with
+    space order 8, e.g. the full-storage field and the checkpointed u); float32.
+    """
+    s, o = cfg["strategy"], cfg.get("opts", {})
+    N, Nh, nt = info["N"], info["N_h"], info["nt"]
+    if s == "full":
+        return "(nt+1)·N_h + N", (nt + 1) * Nh + N
+    if s == "subsample":
+        k = o["k"]
+        ns = -(-(nt + 1) // k)
+        return "⌈(nt+1)/k⌉·N + 3·N_h + N", ns * N + 3 * Nh + N
+    if s in ("probe", "dft"):
+        b = o.get("block") or B
+        r = o["r"] if s == "probe" else 2 * o["nf"]
+        lead = "r" if s == "probe" else "2nf"
+        return f"({lead}+B+1)·N, B={b}", (r + b + 1) * N
+    if s == "checkpoint":
+        return "2c·N_h + 3·N_h + N", (2 * o["n_checkpoints"] + 3) * Nh + N
+    if s == "plain":
+        return "0 (adjoint in u's buffers)", 0
+    return "baseline", 0
+
+
+def part_table(cases, r, repeats, tmp):
     out = {}
-    for case in cases:
-        setup(case)  # model the observed data once
+    for case, t in cases:
+        t_case = time.time()
         rows = {}
-        cfgs = table_configs(case)
-        for cfg in cfgs:
-            if cfg["strategy"] == "subsample" and cfg["opts"]["k"] == "auto":
-                cfg["opts"]["k"] = auto_k(case)
-                cfg["name"] = f"subsample_k{cfg['opts']['k']}"
+
+        def measure(cfg):
             print("table", case, cfg["name"], flush=True)
-            rows[cfg["name"]] = in_subprocess(case, cfg, tmp)
-        g_ex = np.load(rows["full"]["gpath"])
-        base = rows["plain_forward"]["peak_mb"]
-        for name, row in rows.items():
-            row["working_mb"] = row["peak_mb"] - base
-            row["cosine"] = cosine(np.load(row["gpath"]), g_ex) if row["gpath"] else None
-            row["cfg"] = next(c for c in cfgs if c["name"] == name)
-        out[case] = rows
+            gpath = str(Path(tmp) / f"g_{case}_{cfg['name']}.npy")
+            t0 = time.time()
+            try:
+                row = in_subprocess(dict(mode="table", case=case, t=t, cfg=cfg, gpath=gpath, repeats=repeats))
+                row["process_s"] = time.time() - t0
+            except RuntimeError as e:  # recorded (and reported at the end); the other columns still run
+                print(e, file=sys.stderr, flush=True)
+                row = dict(error=str(e)[-3000:])
+            row["gpath"] = gpath if os.path.exists(gpath) else None
+            rows[cfg["name"]] = row
+        # plain forward first: its process also models (and caches) the observed data, with the
+        # forward operator it needs anyway; this process never runs an operator itself
+        measure(dict(name="plain_forward", strategy="plain_forward"))
+        model0, q, d = setup(case, t)
+        info = case_info(model0, q, d)
+        k, B = auto_k(model0, q, d, r), _default_block(r)
+        info.update(case=case, T=t, r=r, k_auto=k, B=B)
+        cfgs = table_configs(case, r, k, B)
+        for cfg in cfgs:
+            if cfg["name"] not in rows:
+                measure(cfg)
+        rows = {c["name"]: rows[c["name"]] for c in cfgs}  # column order of the table
+        g_ex = np.load(rows["full"]["gpath"]) if rows["full"]["gpath"] else None
+        base = rows["plain_forward"].get("peak_mb")
+        t_plain = rows["plain"].get("wall_s")
+        for cfg in cfgs:
+            row = rows[cfg["name"]]
+            row["cfg"] = cfg
+            ok = "error" not in row
+            row["time_ratio"] = row["wall_s"] / t_plain if ok and t_plain else None
+            row["working_mb"] = row["peak_mb"] - base if ok and base is not None else None
+            formula, floats = expected_memory(cfg, info, B)
+            row["expected_formula"], row["expected_mb"] = formula, floats * FLOAT / MIB
+            gp = row.pop("gpath")
+            if gp and g_ex is not None:
+                g = np.load(gp)
+                row["cosine"] = cosine(g, g_ex)
+                row["rel_err"] = float(np.linalg.norm((g - g_ex).astype(np.float64)) / np.linalg.norm(g_ex))
+            else:
+                row["cosine"] = row["rel_err"] = None
+            for key in ("shape", "shape_padded", "dt", "nt", "N", "N_h", "space_order", "nrec"):
+                row.pop(key, None)
+        out[case] = dict(info=info, meta=meta(), wall_s=time.time() - t_case, rows=rows)
     return out
 
 
-def auto_k(case):
-    from timeprobe.objectives import default_subsample
-    from timeprobe.propagators import computational_axis, to_computational
-    model0, q, d = setup(case)
-    dt, nt = computational_axis(model0, q.geometry, d.geometry)
-    return default_subsample(to_computational(q.arrays[0], q.geometry, dt, nt), dt, nt, 32)
+def column_title(cfg, info):
+    s, o = cfg["strategy"], cfg.get("opts", {})
+    title = SEED[s][0]
+    if s == "probe":
+        title += f" r={o['r']}" + (f" B={o['block']}" if "block" in o else f" B={info['B']}")
+    elif s == "dft":
+        title += f" nf={o['nf']}"
+    elif s == "checkpoint":
+        title += f" c={o['n_checkpoints']}"
+    elif s == "subsample":
+        title += f" k={o['k']}"
+    return title
 
 
-def part_speed(case="overthrust2d", r=32, repeats=3, eq_repeats=1):
-    model0, q, d = setup(case)
-    ncp = -(-(r + 8) // 3)
+def markdown_table(table, header):
+    lines = [header, ""]
+    for case, res in table.items():
+        info, rows, m = res["info"], res["rows"], res["meta"]
+        shp = "×".join(str(v) for v in info["shape"])
+        shpp = "×".join(str(v) for v in info["shape_padded"])
+        lines += [f"## {case}: {shp} (padded {shpp}), T = {info['T']:g} ms", "",
+                  f"N = {info['N']:,} padded points, N_h = {info['N_h']:,} with the halo of space order "
+                  f"{info['space_order']}; nt = {info['nt']}, dt = {info['dt']:.4g} ms, {info['nrec']} receivers; "
+                  f"r = {info['r']}, ring block B = {info['B']}, probing's auto time subsampling k = {info['k_auto']}. "
+                  f"Measured {m['date']} on {m['host']} ({m['cpus']} CPUs), devito {m['devito']}, "
+                  f"`{m['command']}` ({res['wall_s']:.0f} s for this case).", ""]
+        names = list(rows)
+        cfgs = [rows[n]["cfg"] for n in names]
+        lines.append("| | " + " | ".join(column_title(c, info) for c in cfgs) + " |")
+        lines.append("|---" * (len(cfgs) + 1) + "|")
+
+        def row(label, vals):
+            lines.append(f"| {label} | " + " | ".join(vals) + " |")
+        row("compute (seed)", [SEED[c["strategy"]][1] for c in cfgs])
+        row("memory (seed)", [SEED[c["strategy"]][2] for c in cfgs])
+        def val(n, key, fmt):
+            v = rows[n].get(key)
+            return "**failed**" if "error" in rows[n] else "—" if v is None else format(v, fmt)
+        row("wall time (s)", [val(n, "wall_s", ".3g") for n in names])
+        row("time / plain fwd+adj", [val(n, "time_ratio", ".2f") for n in names])
+        row("working memory (MiB)", ["baseline" if c["strategy"] == "plain_forward" else val(n, "working_mb", ".1f")
+                                     for n, c in zip(names, cfgs)])
+        row("memory formula (MiB)", [f"{rows[n]['expected_formula']} = {rows[n]['expected_mb']:.1f}"
+                                     if c["strategy"] != "plain_forward" else "—" for n, c in zip(names, cfgs)])
+        row("peak RSS (MiB)", [val(n, "peak_mb", ".0f") for n in names])
+        row("cosine with exact", [val(n, "cosine", ".6f") for n in names])
+        if not all(rows[n].get("peak_reset", True) for n in names):
+            lines += ["", "**Peak RSS could not be reset here (`/proc/self/clear_refs`): peaks include code "
+                      "generation.**"]
+        lines += ["", "Working memory: peak RSS (VmHWM) of the timed runs − that of plain forward modelling, each in "
+                  "its own subprocess with its operators already built (code generation excluded; the strategy's "
+                  "extra operators and Devito's per-call objects, a few MiB, are included). Wall time: minimum "
+                  "of the timed runs (after one warm-up run). Ratios are within this run. "
+                  "Memory formulas count the arrays each strategy holds beyond plain forward modelling: "
+                  "full storage keeps nt+1 snapshots with halo; subsampling ⌈(nt+1)/k⌉ snapshots and a separate "
+                  "adjoint field (3 time levels); probing / DFT r (= 2nf) accumulators ū, the B-slot ring and the "
+                  "gradient (the adjoint field reuses u's buffers); checkpointing c checkpoints of u's 2 time levels "
+                  "(pyrevolve, `DevitoCheckpoint.size`) and a separate adjoint field; c = ⌈(r+B+1)/2⌉ so that "
+                  "checkpointing holds at least the probed memory. DFT with nf = r/2 frequencies holds 2nf = r "
+                  "real columns (the seed's 2r·N with its r = nf). Traces, Q and Devito's run-time allocations "
+                  "are not in the formulas.", ""]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- speed
+def part_speed(case, t, r, repeats=3, eq_repeats=1):
+    model0, q, d = setup(case, t)
+    B = _default_block(r)
+    ncp = -(-(r + B + 1) // 2)
     cfgs = [dict(name="plain_fwd_adj", strategy="plain"),
             dict(name="probe_blocked_auto", strategy="probe", opts=dict(r=r, seed=0)),
-            dict(name="probe_blocked_k1", strategy="probe", opts=dict(r=r, seed=0, subsample=1)),
-            dict(name="probe_blocked_B4", strategy="probe", opts=dict(r=r, seed=0, block=4)),
-            dict(name="probe_blocked_B16", strategy="probe", opts=dict(r=r, seed=0, block=16)),
-            dict(name="full", strategy="full"),
-            dict(name=f"checkpoint_c{ncp}", strategy="checkpoint", opts=dict(n_checkpoints=ncp)),
-            dict(name="probe_eq_auto", strategy="probe", opts=dict(r=r, seed=0, method="eq"))]
+            dict(name="probe_blocked_k1", strategy="probe", opts=dict(r=r, seed=0, subsample=1))]
+    cfgs += [dict(name=f"probe_blocked_B{b}", strategy="probe", opts=dict(r=r, seed=0, block=b))
+             for b in (4, 8, 16) if b != B]
+    cfgs += [dict(name="full", strategy="full"),
+             dict(name=f"checkpoint_c{ncp}", strategy="checkpoint", opts=dict(n_checkpoints=ncp)),
+             dict(name="probe_eq_auto", strategy="probe", opts=dict(r=r, seed=0, method="eq"))]
     times = {c["name"]: [] for c in cfgs}
     grads = {}
     for c in cfgs:  # warm-up: compile every operator outside the timings
@@ -246,99 +572,208 @@ def part_speed(case="overthrust2d", r=32, repeats=3, eq_repeats=1):
             t0 = time.perf_counter()
             run_config(model0, q, d, c)
             times[c["name"]].append((rep, time.perf_counter() - t0))
-            print("rep", rep, c["name"], round(times[c["name"]][-1][1], 2), flush=True)
-    best = {k: min(t for tag, t in v if tag != "warm") for k, v in times.items()}
+            print("rep", rep, c["name"], round(times[c["name"]][-1][1], 3), flush=True)
+    best = {k: min(v for tag, v in ts if tag != "warm") for k, ts in times.items()}
     g_ex = grads["full"]
     cos = {k: (cosine(g, g_ex) if g is not None else None) for k, g in grads.items()}
-    from timeprobe.propagators import computational_axis
-    dt, nt = computational_axis(model0, q.geometry, d.geometry)
     p = best["probe_blocked_auto"]
     ratios = {"probe_auto / plain_fwd_adj": p / best["plain_fwd_adj"],
               "probe_k1 / plain_fwd_adj": best["probe_blocked_k1"] / best["plain_fwd_adj"],
               "full / probe_auto": best["full"] / p,
               f"checkpoint_c{ncp} / probe_auto": best[f"checkpoint_c{ncp}"] / p,
               "eq_auto / probe_auto": best["probe_eq_auto"] / p,
-              "eq_auto / plain_fwd_adj": best["probe_eq_auto"] / best["plain_fwd_adj"],
-              "B4 / B8(auto)": best["probe_blocked_B4"] / p,
-              "B16 / B8(auto)": best["probe_blocked_B16"] / p}
-    return dict(case=case, r=r, dt=dt, nt=nt, N=int(np.prod(model0.shape_padded)), k_auto=auto_k(case),
+              "eq_auto / plain_fwd_adj": best["probe_eq_auto"] / best["plain_fwd_adj"]}
+    ratios.update({f"B{b} / B{B}(auto)": best[f"probe_blocked_B{b}"] / p
+                   for b in (4, 8, 16) if b != B})
+    return dict(case=case, T=t, r=r, B=B, k_auto=auto_k(model0, q, d, r), **case_info(model0, q, d),
                 raw=times, best_s=best, ratios=ratios, cosine=cos,
-                cos_blocked_minus_eq=cos["probe_blocked_auto"] - cos["probe_eq_auto"])
+                cos_blocked_minus_eq=cos["probe_blocked_auto"] - cos["probe_eq_auto"], meta=meta())
 
 
-def part_sweep(repeats=2):
-    """probe(r)/plain time ratio versus N (grid), nt (recording time) and r."""
-    rows = []
-    grid = [("layered2d_201_101", 1500.0, 32), ("layered2d_401_201", 1500.0, 32),
-            ("layered2d_801_201", 1500.0, 32), ("layered2d_401_201", 750.0, 32),
-            ("layered2d_401_201", 3000.0, 32), ("layered2d_401_201", 1500.0, 8),
-            ("layered2d_401_201", 1500.0, 64)]
-    for case, T, r in grid:
-        model0, q, d = setup(case, t=T)
-        cp = dict(strategy="probe", opts=dict(r=r, seed=0))
-        cpl = dict(strategy="plain")
-        run_config(model0, q, d, cp), run_config(model0, q, d, cpl)
-        tp_, tpl = [], []
-        for _ in range(repeats):
-            t0 = time.perf_counter(); run_config(model0, q, d, cpl); tpl.append(time.perf_counter() - t0)  # noqa: E702
-            t0 = time.perf_counter(); run_config(model0, q, d, cp); tp_.append(time.perf_counter() - t0)  # noqa: E702
-        from timeprobe.propagators import computational_axis
-        dt, nt = computational_axis(model0, q.geometry, d.geometry)
-        rows.append(dict(case=case, T=T, r=r, N=int(np.prod(model0.shape_padded)), nt=nt,
-                         plain_s=min(tpl), probe_s=min(tp_), ratio=min(tp_) / min(tpl)))
-        print("sweep", rows[-1], flush=True)
-    return rows
+# --------------------------------------------------------------------------- sweep
+def part_sweep(points, repeats):
+    """probe(r) vs plain fwd+adj time and probed working memory versus N (grid), nt and r."""
+    rows, failed = [], []
+    for case, t, r in points:
+        t0 = time.time()  # the worker models (and caches) the observed data before measuring
+        try:
+            row = in_subprocess(dict(mode="sweep", case=case, t=t, r=r, repeats=repeats))
+        except RuntimeError as e:  # recorded (and reported at the end); the other points still run
+            print(e, file=sys.stderr, flush=True)
+            failed.append(dict(case=case, T=t, r=r, error=str(e)[-3000:]))
+            continue
+        row["subprocess_s"] = time.time() - t0
+        row["expected_mb"] = (r + row["B"] + 1) * row["N"] * FLOAT / MIB
+        rows.append(row)
+        print("sweep", {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()
+                        if k in ("case", "T", "r", "k", "N", "nt", "plain_s", "probe_s", "ratio",
+                                 "working_mb", "expected_mb")}, flush=True)
+    return dict(rows=rows, failed=failed, fit=fit_sweep(rows) if rows else None, meta=meta())
 
 
-def plot_sweep(rows, path):
+def fit_sweep(rows):
+    """Least-squares constants of the asymptotics: plain ≈ a·N·nt, probed ≈ N·nt·(a' + b·r/k)."""
+    W = np.array([x["N"] * x["nt"] for x in rows], float)
+    tpl = np.array([x["plain_s"] for x in rows])
+    tpr = np.array([x["probe_s"] for x in rows])
+    rk = np.array([x["r"] / x["k"] for x in rows], float)
+    a = float(np.exp(np.mean(np.log(tpl / W))))  # geometric mean of plain time per point-step
+    if np.ptp(rk) > 0:
+        A = np.stack([np.ones_like(rk), rk], 1)
+        (a1, b), *_ = np.linalg.lstsq(A, tpr / W, rcond=None)
+    else:
+        a1, b = float(np.mean(tpr / W)), float("nan")
+    return dict(c_stencil_ns=a * 1e9, c_probe0_ns=float(a1) * 1e9, c_r_ns=float(b) * 1e9,
+                note="plain ≈ c_stencil·N·nt; probed ≈ N·nt·(c_probe0 + c_r·r/k); constants in ns per "
+                     "grid point and time step (forward + adjoint)")
+
+
+def plot_sweep(sweep, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    import matplotlib.ticker
+    rows, fit = sweep["rows"], sweep["fit"]
+    a, a1, b = (fit[k] * 1e-9 for k in ("c_stencil_ns", "c_probe0_ns", "c_r_ns"))
+    fig, ax = plt.subplots(1, 3, figsize=(16, 4.6))
+    # (1) time vs N·nt
+    W = np.array([x["N"] * x["nt"] for x in rows], float)
+    ax[0].loglog(W, [x["plain_s"] for x in rows], "ks", mfc="none", label="plain fwd+adj")
     for r in sorted({x["r"] for x in rows}):
         sel = [x for x in rows if x["r"] == r]
-        w = [x["N"] * x["nt"] for x in sel]
-        ax[0].loglog(w, [x["probe_s"] for x in sel], "o", label=f"probe r={r}")
-    ax[0].loglog([x["N"] * x["nt"] for x in rows], [x["plain_s"] for x in rows], "k+", label="plain fwd+adj")
-    ax[0].set_xlabel("N·nt"); ax[0].set_ylabel("time (s)"); ax[0].legend()  # noqa: E702
-    ax[1].plot([x["r"] for x in rows], [x["ratio"] for x in rows], "o")
-    ax[1].set_xlabel("r"); ax[1].set_ylabel("probed / plain time")  # noqa: E702
+        ax[0].loglog([x["N"] * x["nt"] for x in sel], [x["probe_s"] for x in sel], "o", label=f"probed r={r}")
+    w = np.geomspace(W.min() / 1.5, W.max() * 1.5, 50)
+    ax[0].loglog(w, a * w, "k--", lw=0.8, label=f"c_stencil·N·nt, c_stencil={a * 1e9:.2g} ns")
+    rk0 = np.median([x["r"] / x["k"] for x in rows])
+    if np.isfinite(b):
+        ax[0].loglog(w, w * (a1 + b * rk0), "C0:", lw=0.8, label=f"N·nt·(c₀ + c·r/k), r/k={rk0:.3g}")
+    ax[0].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax[0].set_xlabel("N·nt (grid points × time steps)")
+    ax[0].set_ylabel("time (s)")
+    ax[0].set_title("time = O(nt·N·(c_stencil + c·r/k))", fontsize=10)
+    ax[0].legend(fontsize=7)
+    # (2) working memory vs r: one colour (and one (r+B+1)·N line) per grid; markers by recording time
+    Ns = sorted({x["N"] for x in rows})
+    Ts = sorted({x["T"] for x in rows})
+    marks = dict(zip(Ts, "os^vD<>"))
+    rr = np.linspace(0, max(x["r"] for x in rows) * 1.1, 50)
+    for i, N in enumerate(Ns):
+        sel = [x for x in rows if x["N"] == N]
+        for T in Ts:
+            selT = [x for x in sel if x["T"] == T]
+            if selT:
+                ax[1].plot([x["r"] for x in selT], [x["working_mb"] for x in selT], marks[T], color=f"C{i}",
+                           mfc="none" if T != Ts[len(Ts) // 2] else None,
+                           label=f"{sel[0]['case']}, T={T:g} ms (nt={selT[0]['nt']})")
+        B = sel[0]["B"]
+        ax[1].plot(rr, (rr + B + 1) * N * FLOAT / MIB, "--", color=f"C{i}", lw=0.8,
+                   label=f"(r+B+1)·N·4 B, N={N:,}, B={B}")
+    ax[1].set_xlabel("r (probes)")
+    ax[1].set_ylabel("probed working memory (MiB)")
+    ax[1].set_title("memory = (r+B+1)·N floats (independent of nt)", fontsize=10)
+    ax[1].set_xlim(left=0)
+    ax[1].set_ylim(bottom=0)
+    ax[1].legend(fontsize=6)
+    # (3) probed / plain time vs r, and the fitted model at the k of the most common r/k
+    for i, N in enumerate(Ns):
+        sel = [x for x in rows if x["N"] == N]
+        for T in Ts:
+            selT = sorted([x for x in sel if x["T"] == T], key=lambda x: x["r"])
+            if selT:
+                ax[2].plot([x["r"] for x in selT], [x["ratio"] for x in selT], marks[T] + "-", color=f"C{i}",
+                           lw=0.5, label=f"{sel[0]['case']}, T={T:g} ms")
+    if np.isfinite(b):
+        ksel = int(np.median([x["k"] for x in rows]))
+        ax[2].plot(rr, (a1 + b * rr / ksel) / a, "k--", lw=0.8,
+                   label=f"fit (c₀ + c·r/k)/c_stencil, k={ksel}: c₀/c_st={a1 / a:.2f}, c/c_st={b / a:.3f}")
+    ax[2].set_xlabel("r (probes)")
+    ax[2].set_ylabel("probed / plain fwd+adj time")
+    ax[2].set_title("ratio = (c₀ + c·r/k) / c_stencil  (k: time subsampling)", fontsize=10)
+    ax[2].legend(fontsize=6)
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
-def main():
+# --------------------------------------------------------------------------- driver
+def meta():
+    import devito
+    return dict(date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), host=platform.node(),
+                cpus=os.cpu_count(), python=platform.python_version(), devito=devito.__version__,
+                omp_num_threads=os.environ.get("OMP_NUM_THREADS"),
+                devito_language=os.environ.get("DEVITO_LANGUAGE"),
+                command=" ".join(["python", os.path.relpath(__file__, Path.cwd())] + sys.argv[1:]))
+
+
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", nargs="+", default=["table", "speed", "sweep"],
                     choices=["table", "speed", "sweep"])
-    ap.add_argument("--cases", nargs="+", default=["overthrust2d", "layered3d"])
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "gradients.json"))
+    ap.add_argument("--quick", action="store_true", help="tiny cases (smoke test); writes to a temp folder "
+                    "unless --out is given")
+    ap.add_argument("--cases", nargs="+", default=None,
+                    help="table cases, NAME or NAME:T_ms (default overthrust2d layered3d; quick: tiny ones)")
+    ap.add_argument("--r", type=int, default=None, help="probes for table and speed (default 32; quick 8)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed runs per configuration (minimum kept)")
+    ap.add_argument("--out", default=None, help="JSON (default benchmarks/gradients.json); the Markdown table "
+                    "<stem>_table.md and figures/<stem>_scaling.png go beside it")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     if a.worker:
-        w = json.loads(a.worker)
-        print(json.dumps(worker(w["case"], w["cfg"], w["gpath"])))
+        print(json.dumps(run_worker(json.loads(a.worker))))  # one measurement by hand (debugging)
         return
-    res = json.loads(Path(a.out).read_text()) if Path(a.out).exists() else {}
-    res["machine"] = dict(host=platform.node(), cpus=os.cpu_count(), python=platform.python_version(),
-                          devito=__import__("devito").__version__, omp=os.environ.get("OMP_NUM_THREADS"))
-    res["command"] = " ".join([Path(sys.executable).name] + sys.argv)
+    if a.repeats is not None and a.repeats < 1:
+        ap.error("--repeats must be >= 1")
+    conf = QUICK if a.quick else FULL
+    r = a.r or conf["r"]
+    cases = [parse_case(c) for c in a.cases] if a.cases else conf["table"]
+    if a.out:
+        out = Path(a.out)
+    elif a.quick:
+        out = Path(tempfile.gettempdir()) / "timeprobe_bench_quick" / "gradients.json"
+    else:
+        out = ROOT / "benchmarks" / "gradients.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    md_path = out.with_name(out.stem + "_table.md")
+    png_path = out.parent / "figures" / f"{out.stem}_scaling.png"
+    res = json.loads(out.read_text()) if out.exists() else {}
+    res["machine"] = {k: v for k, v in meta().items() if k not in ("date", "command")}
+    res["command"] = meta()["command"]
+    rep = lambda part: a.repeats or conf["repeats"][part]  # noqa: E731
     with tempfile.TemporaryDirectory() as tmp:
         for part in a.part:
             t0 = time.time()
             if part == "table":
-                res["table"] = part_table(a.cases, tmp)
+                res.setdefault("table", {}).update(part_table(cases, r, rep("table"), tmp))
+                m = meta()
+                header = ("# Gradient strategies: measured compute / memory table\n\n"
+                          f"Generated by `{m['command']}` (`scripts/benchmark_gradients.py`, part `table`) on "
+                          f"{m['date']}; machine {m['host']}, {m['cpus']} CPUs, Python {m['python']}, "
+                          f"devito {m['devito']}, DEVITO_LANGUAGE={m['devito_language']}, "
+                          f"OMP_NUM_THREADS={m['omp_num_threads']}. Raw numbers: `{out.name}` (key `table`). "
+                          "Do not edit: rerun the command.")
+                md_path.write_text(markdown_table(res["table"], header) + "\n")
+                print("wrote", md_path, flush=True)
             elif part == "speed":
-                res["speed"] = part_speed()
+                case, t = (cases[0] if a.cases else conf["speed"])
+                res["speed"] = part_speed(case, t, r, repeats=rep("speed"))
             else:
-                res["sweep"] = part_sweep()
-                plot_sweep(res["sweep"], ROOT / "benchmarks" / "figures" / "gradients_scaling.png")
+                res["sweep"] = part_sweep(conf["sweep"], rep("sweep"))
+                if res["sweep"]["rows"]:
+                    plot_sweep(res["sweep"], png_path)
+                    print("wrote", png_path, flush=True)
             res.setdefault("part_wall_s", {})[part] = time.time() - t0
-            for row in res.get("table", {}).values():
-                for v in row.values():
-                    v.pop("gpath", None) if isinstance(v, dict) and False else None
-            Path(a.out).write_text(json.dumps(res, indent=1, default=str))
-    print(json.dumps({k: v for k, v in res.items() if k in ("speed",)}, indent=1, default=str)[:4000])
+            out.write_text(json.dumps(res, indent=1, default=str))
+            print("wrote", out, f"({part}: {time.time() - t0:.0f} s)", flush=True)
+    if "speed" in a.part:
+        print(json.dumps({k: res["speed"][k] for k in ("best_s", "ratios", "cosine")}, indent=1))
+    failed = [f"table {case} {name}" for case in (c for c, _ in cases) if "table" in a.part
+              for name, row in res["table"][case]["rows"].items() if "error" in row]
+    failed += [f"sweep {x['case']} T={x['T']:g} r={x['r']}" for x in res.get("sweep", {}).get("failed", [])
+               if "sweep" in a.part]
+    if failed:
+        sys.exit("failed measurements (errors in the JSON): " + "; ".join(failed))
 
 
 if __name__ == "__main__":
