@@ -218,13 +218,15 @@ def setup(case, t=None):
 
 
 def case_info(model0, q, d):
-    """Sizes the memory formulas need: N (padded grid), N_h (with the space-order halo), nt, dt."""
-    from timeprobe.propagators import computational_axis
+    """Sizes the memory formulas need: N (padded grid), N_h (with the space-order halo), N_r (the
+    probe region: physical domain + space_order/2), nt, dt."""
+    from timeprobe.propagators import computational_axis, probe_margin
     dt, nt = computational_axis(model0, q.geometry, d.geometry)
     so = model0.space_order
     return dict(shape=list(model0.shape), shape_padded=list(model0.shape_padded), dt=float(dt), nt=int(nt),
                 N=int(np.prod(model0.shape_padded)),
                 N_h=int(np.prod([s + 2 * so for s in model0.shape_padded])), space_order=so,
+                N_r=int(np.prod([s - 2 * probe_margin(model0) for s in model0.shape_padded])),
                 nrec=int(d.geometry.coordinates[0].shape[0]))
 
 
@@ -405,7 +407,8 @@ def expected_memory(cfg, info, B):
     """(formula, floats) the strategy holds beyond plain forward modelling, by construction.
 
     N: padded grid points; N_h: with the space-order halo (Devito ``TimeFunction``s with
-    space order 8, e.g. the full-storage field and the checkpointed u); float32.
+    space order 8, e.g. the full-storage field and the checkpointed u); N_r: the probe region
+    (physical domain + space_order/2 points: ū, the ring buffer and the probed gradient); float32.
     """
     s, o = cfg["strategy"], cfg.get("opts", {})
     N, Nh, nt = info["N"], info["N_h"], info["nt"]
@@ -419,7 +422,7 @@ def expected_memory(cfg, info, B):
         b = o.get("block") or B
         r = o["r"] if s == "probe" else 2 * o["nf"]
         lead = "r" if s == "probe" else "2nf"
-        return f"({lead}+B+1)·N, B={b}", (r + b + 1) * N
+        return f"({lead}+B+1)·N_r, B={b}", (r + b + 1) * info["N_r"]
     if s == "checkpoint":
         return "2c·N_h + 3·N_h + N", (2 * o["n_checkpoints"] + 3) * Nh + N
     if s == "plain":
@@ -503,7 +506,7 @@ def markdown_table(table, header):
         shpp = "×".join(str(v) for v in info["shape_padded"])
         lines += [f"## {case}: {shp} (padded {shpp}), T = {info['T']:g} ms", "",
                   f"N = {info['N']:,} padded points, N_h = {info['N_h']:,} with the halo of space order "
-                  f"{info['space_order']}; nt = {info['nt']}, dt = {info['dt']:.4g} ms, {info['nrec']} receivers; "
+                  f"{info['space_order']}, N_r = {info['N_r']:,} in the probe region; nt = {info['nt']}, dt = {info['dt']:.4g} ms, {info['nrec']} receivers; "
                   f"r = {info['r']}, ring block B = {info['B']}, probing's auto time subsampling k = {info['k_auto']}. "
                   f"Measured {m['date']} on {m['host']} ({m['cpus']} CPUs), devito {m['devito']}, "
                   f"`{m['command']}` ({res['wall_s']:.0f} s for this case).", ""]

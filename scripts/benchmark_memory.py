@@ -13,8 +13,9 @@ default). Each configuration runs in its own subprocess, which
 3. resets the mark again, runs ``fwi_objective`` and reads VmHWM.
 
 Gradient working memory = step-3 peak − step-2 peak. Expected (float32, N padded points):
-exact ``(nt + 1)·N_halo`` (every snapshot, with its stencil halo); probed ``r·N`` (ū) +
-``B·N`` (ring buffer). The gradient array was allocated with the operators, the adjoint field
+exact ``(nt + 1)·N_halo`` (every snapshot, with its stencil halo); probed ``r·N_region`` (ū)
++ ``B·N_region`` (ring buffer), ``N_region`` the physical domain plus ``space_order/2`` points
+(``timeprobe.propagators.probe_margin``). The gradient array was allocated with the operators, the adjoint field
 reuses the forward field's buffers and the adjoint source overwrites the synthetic traces in
 place; what both peaks share (the traces, the model) cancels, up to the few MiB by which
 plain modelling's own temporaries exceed the gradient's.
@@ -37,7 +38,7 @@ def child(model_path, config, ps, block, mode):
     from timeprobe.kernels import workspace
     from timeprobe.objectives import GradientOptions, _probing_for_shot, _shot_seeds
     from timeprobe.propagators import (_op_adjoint, _op_flush, _op_flush_adjoint, _op_forward, _probe_key,
-                                       computational_axis, to_computational)
+                                       computational_axis, probe_margin, to_computational)
 
     true = tp.Model.from_h5(model_path, key="m")
     m = tp.Model.from_h5(model_path, key="m0")
@@ -59,11 +60,11 @@ def child(model_path, config, ps, block, mode):
         wc = to_computational(q.arrays[0], q.geometry, dt, nt)
         opts = GradientOptions(ps=ps, mode=mode, block=block)
         probing = _probing_for_shot(opts, wc, dt, nt, None, d[0], _shot_seeds(0, 1)[0])
-        key = _probe_key(probing)
+        key = _probe_key(probing, m)
         _op_forward(ws, probing=key)
         _op_adjoint(ws, probing=key, src_interp=False)
-        _op_flush(ws, probing.r, probing.block)
-        _op_flush_adjoint(ws, probing.r, probing.block, True)
+        _op_flush(ws, key)
+        _op_flush_adjoint(ws, key)
     reset_peak_memory()  # what the set-up above allocated and freed is not the baseline
     tp.forward(m, q, rec)
     base = peak_memory_mb()
@@ -75,7 +76,8 @@ def child(model_path, config, ps, block, mode):
     peak = peak_memory_mb()
     out = dict(config=config, baseline_mib=base, peak_mib=peak, working_mib=peak - base, nt=nt,
                N=int(np.prod(m.shape_padded)),
-               N_halo=int(np.prod([n + 2 * m.space_order for n in m.shape_padded])))
+               N_halo=int(np.prod([n + 2 * m.space_order for n in m.shape_padded])),
+               N_region=int(np.prod([n - 2 * probe_margin(m) for n in m.shape_padded])))
     if probing is not None:
         out.update(r=probing.r, block=probing.block, subsample=probing.subsample, mode=mode)
     print(json.dumps(out))
@@ -108,7 +110,7 @@ def main(argv=None):
     mib = 4 * N / 2**20
     result = dict(rows=rows, nt=nt, N=N, r=r, block=B,
                   expected_exact_mib=(nt + 1) * ex["N_halo"] * 4 / 2**20,
-                  expected_probed_mib=(r + B) * mib,
+                  expected_probed_mib=(r + B) * pr["N_region"] * 4 / 2**20,
                   ratio=ex["working_mib"] / pr["working_mib"], goal=0.8 * nt / r)
     print(json.dumps(result, indent=1))
     if a.out:

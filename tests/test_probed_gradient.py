@@ -5,7 +5,7 @@ import pytest
 import timeprobe as tp
 from timeprobe.kernels import workspace
 from timeprobe.objectives import GradientOptions
-from timeprobe.propagators import _op_adjoint, _op_forward, computational_axis
+from timeprobe.propagators import _op_adjoint, _op_forward, computational_axis, probe_margin
 
 from conftest import acquisition, layered_model
 
@@ -90,16 +90,24 @@ def test_probed_path_holds_no_time_history():
     model = layered_model()
     ws = workspace(model)
     r, k, B = 6, 2, 4
+    N = int(np.prod(ws.shape))
+    nt = 200  # any history would be nt·N floats: well above the bound below
     for method in ("eq", "blocked"):
-        key = (method, r, k, B, True)
+        key = (method, r, k, B, True, probe_margin(model))
         ops = [_op_forward(ws, probing=key), _op_adjoint(ws, probing=key, src_interp=False)]
         for op in ops:
+            names = set()
             for f in op.input:
+                names.add(f.name)
                 if getattr(f, "is_TimeFunction", False):
                     assert f.save is None, f"{f.name} stores the time history"
-                if getattr(f, "is_Function", False) and f.grid is not None:
-                    extra = [s for dim, s in zip(f.dimensions, f.shape) if dim not in ws.space_dims]
-                    assert int(np.prod(extra or [1])) <= max(r, B), (f.name, f.shape)
+                elif getattr(f, "is_Function", False) and not getattr(f, "is_SparseFunction", False):
+                    size = int(np.prod(f.shape))
+                    if f.name == "Qt":  # the probe weights themselves: (nt + 1) × r scalars
+                        assert size <= (nt + 1) * r, (f.name, f.shape)
+                    else:
+                        assert size <= max(r, B) * N, (f.name, f.shape)
+            assert ("ubar" in names) or ("ubar_t" in names), names
 
 
 def test_bad_probing_input(case):

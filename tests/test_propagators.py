@@ -151,3 +151,14 @@ def test_adjoint_source_in_place_equals_copy():
     assert np.abs(srca_copy).max() > 0
     np.testing.assert_array_equal(srca_copy, srca_inplace)
     np.testing.assert_array_equal(rec, copy)  # the adjoint run only reads its source
+
+
+@pytest.mark.parametrize("shape", [(7, 5, 3), (4, 6, 5, 2)])
+def test_swap_probe_axis_in_place(shape):
+    from timeprobe.propagators import _swap_probe_axis
+    a = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    b = a.copy()
+    _swap_probe_axis(a, to_inner=True)
+    np.testing.assert_array_equal(a.reshape(shape[:-2] + (shape[-1], shape[-2])), np.swapaxes(b, -1, -2))
+    _swap_probe_axis(a, to_inner=False)
+    np.testing.assert_array_equal(a, b)

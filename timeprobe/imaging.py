@@ -43,8 +43,8 @@ from .geometry import Data
 from .kernels import build, release, wave_stencil, workspace
 from .objectives import GradientOptions, _probing_for_shot, _shot_seeds, jacobian_adjoint
 from .propagators import (Probing, _check_dm, born, check_inputs, computational_axis, forward,
-                          from_computational_adjoint, grid_coordinates, run_adjoint, run_forward,
-                          to_computational)
+                          from_computational_adjoint, grid_coordinates, region_slices, run_adjoint,
+                          run_forward, to_computational)
 
 __all__ = ["rtm", "lsrtm_objective", "IMAGING_CONDITIONS", "kspace_filter", "isic_image",
            "probed_image", "offset_shifts"]
@@ -179,16 +179,25 @@ def _run_adjoint_isic_exact(model, rec_coords, rc, dt, nt, usave):
         return np.array(grad.data)
 
 
-def probed_image(model, ubar, vbar, ic, shifts=(0,)):
+def probed_image(model, ubar, vbar, ic, shifts=(0,), region=None):
     """``−Σ_p`` of the imaging condition ``ic`` applied to the compressed fields.
 
     ``ubar`` (…, r) and ``vbar`` (…, r) on the padded grid (v̄ of v̈ for "as"/"kspace",
-    of v for "isic"). Returns (len(shifts), *padded shape), float64; shift ``s``
-    correlates ``ū(x − s)`` with ``v̄(x + s)``. Not divided by dt.
+    of v for "isic"), or on its sub-box ``region`` (slices; zero outside, as the
+    propagators' probe region). Returns (len(shifts), *padded shape), float64; shift
+    ``s`` correlates ``ū(x − s)`` with ``v̄(x + s)``. Not divided by dt.
     """
-    out = np.zeros((len(shifts),) + ubar.shape[:-1], dtype=np.float64)
+    out = np.zeros((len(shifts),) + tuple(model.shape_padded), dtype=np.float64)
+
+    def padded(a):
+        if region is None:
+            return a
+        full = np.zeros(model.shape_padded, dtype=a.dtype)
+        full[region] = a
+        return full
+
     for p in range(ubar.shape[-1]):
-        u_p, v_p = ubar[..., p], vbar[..., p]
+        u_p, v_p = padded(ubar[..., p]), padded(vbar[..., p])
         if ic == "isic":
             lap_v, dv = _derivatives(model, v_p)
             _, du = _derivatives(model, u_p)
@@ -283,18 +292,21 @@ def rtm(model, q, d, ps=64, ic="isic", illumination=True, mode="QR", seed=None, 
                                          illumination=True)
             adj_ic = "isic" if ic == "isic" else "as"
             _, grad, vbar_f = run_adjoint(model, rec_coords, rc, dt, nt, probing=probing,
-                                          ubar=ubar_f, ic=adj_ic)
+                                          ubar=ubar_f, ic=adj_ic, restore_ubar=False)
             if grad is not None:  # "as" accumulated directly in the adjoint run
                 img[0] += grad / dt
             else:
                 img += probed_image(model, np.asarray(ubar_f.data), np.asarray(vbar_f.data), ic,
-                                    shifts=tuple(shifts) if shifts is not None else (0,)) / dt
+                                    shifts=tuple(shifts) if shifts is not None else (0,),
+                                    region=region_slices(model)) / dt
             release(ubar_f, vbar_f)
         if illumination:
             illum += lam
-    if ic == "kspace":
-        img = kspace_filter(img, model.spacing)
     out = np.stack([model.unpad(a) for a in img])
+    if ic == "kspace":
+        # on the physical domain: the filter is non-local, and the image of the absorbing
+        # layers (not computed by the probed paths, see probe_margin) must not leak in
+        out = kspace_filter(out, model.spacing)
     lam_out = None
     if illumination:
         lam_out = model.unpad(illum)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import sympy
 from devito import ConditionalDimension, DefaultDimension, Eq, Function, Inc, TimeFunction
+from devito.data.allocators import ExternalAllocator
 
 from .geometry import Data, Geometry, resampling_operator
 from .kernels import build, release, wave_stencil, workspace
@@ -229,13 +230,89 @@ def _block_dim(ws, k, B):
     return ws._fields[key]
 
 
-def _placeholder_dims(ws, name, probing):
-    """Dimensions of the placeholder ``name`` in the operators built for ``probing``."""
-    p, b = _probe_dims(ws, probing.r, probing.block)
-    x = ws.space_dims
-    return {"ubar": x + (p,), "vbar": x + (p,), "Qt": (ws.time_dim, p),
-            "Qblk": (_block_dim(ws, probing.subsample, probing.block), b, p),
-            "ring": (b,) + x, "Wtail": (b, p)}[name]
+def _inner_probe_axis(space, p):
+    """``(x, p, y)`` / ``(x, y, p, z)``: the probe axis just before the innermost spatial one.
+
+    Layouts of ū. The forward flush ``ū[x, y, :] += Σ_b W[b, :]·ring_b[x, y]``
+    runs best with ``p`` innermost (the block weights stay in registers, ū streams
+    once). The adjoint's ``g[x, y] −= Σ_p ū_p[x, y]·Σ_b W[b, p]·ring_b[x, y]`` with
+    ``p`` innermost is either a horizontal reduction per point or r-strided
+    gathers; with ``p`` just outside the innermost axis every probe is one
+    unit-stride vector sweep. ū is therefore transposed in place between the passes
+    (:func:`_swap_probe_axis`, a few ms).
+    """
+    return tuple(space[:-1]) + (p,) + tuple(space[-1:])
+
+
+def _swap_probe_axis(a, to_inner):
+    """In place, on the bytes of the C-contiguous ``a`` of shape (…, n, r): its content
+    (…, n, r) → (…, r, n) (``to_inner``) or back (a few rows at a time, no full-size
+    temporary; ``a``'s shape attribute is left as it is)."""
+    n, r = a.shape[-2], a.shape[-1]
+    rows = a.reshape(-1, n * r)
+    src_shape = (n, r) if to_inner else (r, n)
+    step = max(1, (1 << 20) // (4 * n * r))  # ≈ 1 MiB per chunk
+    for i in range(0, rows.shape[0], step):
+        chunk = rows[i:i + step]
+        chunk[:] = chunk.reshape((-1,) + src_shape).swapaxes(1, 2).reshape(chunk.shape)
+
+
+def probe_margin(model):
+    """Points of each absorbing layer that the probe fields leave out.
+
+    The gradient is only ever returned on the physical domain (the objectives and
+    images drop the absorbing layers), so ū, v̄, the ring buffer and the probed
+    gradient cover the physical domain plus ``space_order/2`` points — enough for
+    the spatial derivatives of the imaging conditions — instead of the padded grid:
+    on the 801×207 Overthrust with 40 absorbing points, 31 % less probe memory and
+    work. The probed gradient is zero in the rest of the absorbing layers.
+    """
+    return max(model.nbl - model.space_order // 2, 0)
+
+
+class _Region:
+    """The box ``[t, n − t)`` of the padded grid, with dimensions of its own.
+
+    Probe fields are plain Functions over these dimensions; equations read the
+    grid's fields at ``x_region + t``. (Devito's SubDomain functions would do
+    the same, but only map indices for fields whose spatial dimensions come
+    first, and the layouts here put ``p`` or ``b`` between them.)
+    """
+
+    def __init__(self, ws, t):
+        self.t = t
+        self.shape = tuple(n - 2 * t for n in ws.shape)
+        self.dimensions = tuple(DefaultDimension(name=f"{d.name}r", default_value=n)
+                                for d, n in zip(ws.space_dims, self.shape))
+        self.to_grid = {d: dr + t for d, dr in zip(ws.space_dims, self.dimensions)}
+
+    def at(self, expr):
+        """``expr`` (grid fields and derivatives) evaluated at the region's points."""
+        return expr.evaluate.subs(self.to_grid)
+
+
+def _region(ws, t):
+    """The probe region of thickness ``t``, one object per workspace (dimension identity)."""
+    key = ("region", t)
+    if key not in ws._fields:
+        ws._fields[key] = _Region(ws, t)
+    return ws._fields[key]
+
+
+def region_slices(model):
+    """Index of the probe region in padded-grid arrays."""
+    t = probe_margin(model)
+    return tuple(slice(t, n - t) for n in model.shape_padded)
+
+
+def _placeholder_dims(ws, name, key):
+    """Dimensions of the placeholder ``name`` in the operators built for probing ``key``."""
+    method, r, k, B, direct, t = key
+    p, b = _probe_dims(ws, r, B)
+    x = _region(ws, t).dimensions
+    return {"ubar": x + (p,), "vbar": x + (p,), "ubar_t": _inner_probe_axis(x, p), "grad_r": x,
+            "Qt": (ws.time_dim, p), "Qblk": (_block_dim(ws, k, B), b, p),
+            "ring": _inner_probe_axis(x, b), "Wtail": (b, p)}[name]
 
 
 def _op_forward(ws, save=None, probing=None, born_dm=False, illum=False):
@@ -267,95 +344,82 @@ def _op_forward(ws, save=None, probing=None, born_dm=False, illum=False):
 
 def _probe_eqs(ws, field_expr_source, probing, adjoint, expr=None):
     """Equations accumulating ``Qᵀ`` applied to ``expr`` (default the field itself)."""
-    method, r, k, B, direct = probing
+    method, r, k, B, direct, t = probing
     time = ws.time_dim
-    x = ws.space_dims
     expr = field_expr_source if expr is None else expr
+    ph = lambda name: _probe_function(ws, name, _placeholder_dims(ws, name, probing), t)  # noqa: E731
+    region = _region(ws, t)
+    x = region.dimensions
+    expr = region.at(expr)
     if method == "eq":
         p, _ = _probe_dims(ws, r)
-        Qt = _probe_function(ws, "Qt", (time, p))
-        acc = _probe_function(ws, "vbar" if adjoint else "ubar", x + (p,))
+        Qt = ph("Qt")
+        acc = ph("vbar" if adjoint else "ubar")
         if adjoint and direct:
-            ubar = _probe_function(ws, "ubar", x + (p,))
-            grad = ws.function("grad")
-            return [Inc(grad, -expr * Qt[time, p] * ubar)]
+            return [Inc(ph("grad_r"), -expr * Qt[time, p] * ph("ubar"))]
         return [Eq(acc, acc + Qt[time, p] * expr)]
     p, b = _probe_dims(ws, r, B)
     tblk = _block_dim(ws, k, B)
-    W = _probe_function(ws, "Qblk", (tblk, b, p))
-    buf = _probe_function(ws, "ring", (b,) + x)
+    W = ph("Qblk")
+    buf = ph("ring")
     writes = []
     for j in range(B):
         cj = ConditionalDimension(name=f"slot{j}", parent=time,
                                   condition=sympy.Eq(sympy.Mod(time, k * B), j * k))
-        writes.append(Eq(buf[(j,) + x], expr, implicit_dims=(cj,)))
+        writes.append(Eq(buf[_inner_probe_axis(x, j)], expr, implicit_dims=(cj,)))
     if adjoint and direct:
-        ubar = _probe_function(ws, "ubar", x + (p,))
-        grad = ws.function("grad")
-        if r <= _UNROLL_MAX_R:
-            # The sum over probes written out: one expression per point that the compiler
-            # vectorises, instead of a loop-carried reduction into grad[x] (measured 5× slower).
-            combo = builtins.sum(builtins.sum(W[tblk, j, i] * buf[(j,) + x] for j in range(B))
-                                 * ubar[x + (i,)] for i in range(r))
-        else:
-            combo = builtins.sum(W[tblk, j, p] * buf[(j,) + x] for j in range(B)) * ubar
-        acc = [Inc(grad, -combo, implicit_dims=(tblk,))]
+        # ū in the (x, p, y) layout: loops x, p, y with y unit-stride (see _inner_probe_axis)
+        combo = builtins.sum(W[tblk, j, p] * buf[_inner_probe_axis(x, j)] for j in range(B)) * ph("ubar_t")
+        acc = [Inc(ph("grad_r"), -combo, implicit_dims=(tblk,))]
     else:
-        out = _probe_function(ws, "vbar" if adjoint else "ubar", x + (p,))
-        combo = builtins.sum(W[tblk, j, p] * buf[(j,) + x] for j in range(B))
+        out = ph("vbar" if adjoint else "ubar")
+        combo = builtins.sum(W[tblk, j, p] * buf[_inner_probe_axis(x, j)] for j in range(B))
         acc = [Eq(out, out + combo, implicit_dims=(tblk,))]
     # forward: flush the finished block before slot 0 is overwritten;
     # adjoint (backward in time): slot 0 is the last one written in a block.
     return (acc + writes) if not adjoint else (writes + acc)
 
 
-_UNROLL_MAX_R = 64  # the adjoint's direct gradient update is unrolled over probes up to this r
 
-
-def _probe_function(ws, name, dims):
-    """Placeholder ``Function`` over probe/buffer/space dimensions (shape set at run time)."""
+def _probe_function(ws, name, dims, t):
+    """Placeholder ``Function`` over probe/buffer dimensions and the probe region of
+    thickness ``t`` (shape set at run time)."""
     key = ("probe", name, tuple(id(d) for d in dims))
     if key not in ws._fields:
-        shape = []
-        for d in dims:
-            if d in ws.space_dims:
-                shape.append(ws.shape[ws.space_dims.index(d)])
-            else:
-                shape.append(getattr(d, "default_value", None) or 1)
-        grid = ws.grid if any(d in ws.space_dims for d in dims) else None
-        ws._fields[key] = Function(name=name, dimensions=tuple(dims), shape=tuple(shape),
-                                   grid=grid, space_order=0, dtype=ws.dtype)
+        shape = tuple(getattr(d, "default_value", None) or 1 for d in dims)
+        ws._fields[key] = Function(name=name, dimensions=tuple(dims), shape=shape,
+                                   space_order=0, dtype=ws.dtype)
     return ws._fields[key]
 
 
-def _op_flush(ws, r, B):
+def _op_flush(ws, key):
     """``ubar += Σ_b Wtail[b, p] · ring[b]`` — the last, unfinished forward block."""
     def make():
-        p, b = _probe_dims(ws, r, B)
-        x = ws.space_dims
-        buf = _probe_function(ws, "ring", (b,) + x)
-        out = _probe_function(ws, "ubar", x + (p,))
-        Wt = _probe_function(ws, "Wtail", (b, p))
-        combo = builtins.sum(Wt[j, p] * buf[(j,) + x] for j in range(B))
+        B, t = key[3], key[5]
+        ph = lambda name: _probe_function(ws, name, _placeholder_dims(ws, name, key), t)  # noqa: E731
+        p, _ = _probe_dims(ws, key[1], B)
+        x = _region(ws, t).dimensions
+        buf, out, Wt = ph("ring"), ph("ubar"), ph("Wtail")
+        combo = builtins.sum(Wt[j, p] * buf[_inner_probe_axis(x, j)] for j in range(B))
         return build(ws, [Eq(out, out + combo)], "Flush")
-    return ws.operator(("flush", r, B), make)
+    return ws.operator(("flush",) + tuple(key[1:4]) + (key[5],), make)
 
 
-def _op_flush_adjoint(ws, r, B, direct):
+def _op_flush_adjoint(ws, key):
     """The adjoint's first block (times 0 … kB−1): its in-loop flush would fire at time 0,
     which the loop (``n ≥ 1``) never reaches."""
     def make():
-        p, b = _probe_dims(ws, r, B)
-        x = ws.space_dims
-        buf = _probe_function(ws, "ring", (b,) + x)
-        Wt = _probe_function(ws, "Wtail", (b, p))
-        combo = builtins.sum(Wt[j, p] * buf[(j,) + x] for j in range(B))
+        B, direct, t = key[3], key[4], key[5]
+        ph = lambda name: _probe_function(ws, name, _placeholder_dims(ws, name, key), t)  # noqa: E731
+        p, _ = _probe_dims(ws, key[1], B)
+        x = _region(ws, t).dimensions
+        buf, Wt = ph("ring"), ph("Wtail")
+        combo = builtins.sum(Wt[j, p] * buf[_inner_probe_axis(x, j)] for j in range(B))
         if direct:
-            ubar = _probe_function(ws, "ubar", x + (p,))
-            return build(ws, [Inc(ws.function("grad"), -combo * ubar)], "FlushAdjoint")
-        out = _probe_function(ws, "vbar", x + (p,))
+            return build(ws, [Inc(ph("grad_r"), -combo * ph("ubar_t"))], "FlushAdjoint")
+        out = ph("vbar")
         return build(ws, [Eq(out, out + combo)], "FlushAdjoint")
-    return ws.operator(("flush_adjoint", r, B, direct), make)
+    return ws.operator(("flush_adjoint",) + tuple(key[1:]), make)
 
 
 def _op_adjoint(ws, grad_save=None, probing=None, ic="as", src_interp=True):
@@ -389,27 +453,39 @@ def _op_adjoint(ws, grad_save=None, probing=None, ic="as", src_interp=True):
 
 
 # --------------------------------------------------------------------------- per-shot runs
-def _probe_data(ws, name, arr, probing):
+def _probe_data(ws, name, arr, key):
     """A fresh Function shaped like the placeholder ``name``, holding ``arr``.
 
-    ``probing`` selects the placeholder of the operators built for that configuration
+    ``key`` (:func:`_probe_key`) selects the placeholder of the operators built for that configuration
     (several configurations coexist on one workspace, each with its own dimensions).
 
-    ``arr`` may be a shape tuple: the Function is then zero (Devito zero-fills on
-    allocation) and no numpy temporary of that size is made — it would double the
-    probe storage at its peak.
+    ``arr`` may be a shape tuple: the Function is then zero. Its buffer is a numpy
+    array wrapped without a copy (``np.zeros`` maps zero pages: no fill pass, where
+    Devito's own allocation zero-fills through its ``Data`` indexing machinery —
+    tens of ms per gradient for ū and the ring buffer).
     """
-    ph = ws._fields[("probe", name, tuple(id(d) for d in _placeholder_dims(ws, name, probing)))]
-    shape = tuple(arr) if isinstance(arr, tuple) else arr.shape
-    f = Function(name=name, dimensions=ph.dimensions, shape=shape,
-                 grid=ph.grid, space_order=0, dtype=ws.dtype)
-    if not isinstance(arr, tuple):
-        f.data[:] = arr
-    return f
+    buffer = np.zeros(arr, dtype=ws.dtype) if isinstance(arr, tuple) else np.array(arr, dtype=ws.dtype)
+    return _probe_view(ws, name, buffer, buffer.shape, key)
 
 
-def _probe_key(probing):
-    return (probing.method, probing.r, probing.subsample, probing.block, probing.direct)
+def _probe_view(ws, name, buffer, shape, key):
+    """A Function shaped like the placeholder ``name`` whose data *is* ``buffer`` (no copy)."""
+    ph = ws._fields[("probe", name, tuple(id(d) for d in _placeholder_dims(ws, name, key)))]
+    view = buffer.reshape(shape)
+    if not np.shares_memory(view, buffer):
+        raise RuntimeError("probe buffer could not be viewed without a copy")
+    return Function(name=name, dimensions=ph.dimensions, shape=shape, grid=ph.grid, space_order=0,
+                    dtype=ws.dtype, allocator=ExternalAllocator(view), initializer=lambda a: None)
+
+
+def _region_shape(ws, key):
+    return _region(ws, key[5]).shape
+
+
+def _probe_key(probing, model):
+    """The operator configuration of ``probing`` on ``model``'s grid."""
+    return (probing.method, probing.r, probing.subsample, probing.block, probing.direct,
+            probe_margin(model))
 
 
 def run_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, save=False, probing=None, dm=None,
@@ -439,20 +515,20 @@ def run_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, save=False, pr
                                                    space_order=model.space_order, save=nt + 1)
         else:
             ws.field("u").data[:] = 0
-            pkey = None if probing is None else _probe_key(probing)
+            pkey = None if probing is None else _probe_key(probing, model)
             op = _op_forward(ws, probing=pkey, born_dm=dm is not None, illum=illumination)
         if probing is not None:
             probing.check_axis(nt)
-            extra = kwargs["ubar"] = _probe_data(ws, "ubar", ws.shape + (probing.r,), probing)
+            extra = kwargs["ubar"] = _probe_data(ws, "ubar", _region_shape(ws, pkey) + (probing.r,), pkey)
             scale = probing.subsample * dt
             if probing.method == "eq":
                 Qt = np.zeros((nt + 1, probing.r), dtype=np.float32)  # nt + 1: sparse functions have nt + 1 samples
                 Qt[:nt:probing.subsample] = scale * probing.Q
-                kwargs["Qt"] = _probe_data(ws, "Qt", Qt, probing)
+                kwargs["Qt"] = _probe_data(ws, "Qt", Qt, pkey)
             else:
                 W = probing.blocked_weights(nt, scale, adjoint=False)
-                kwargs["Qblk"] = _probe_data(ws, "Qblk", W, probing)
-                kwargs["ring"] = ring = _probe_data(ws, "ring", (probing.block,) + ws.shape, probing)
+                kwargs["Qblk"] = _probe_data(ws, "Qblk", W, pkey)
+                kwargs["ring"] = ring = _probe_data(ws, "ring", _inner_probe_axis(_region_shape(ws, pkey), probing.block), pkey)
         if dm is not None:
             _zero_born(ws, dm, model)
         if illumination:
@@ -465,8 +541,7 @@ def run_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, save=False, pr
             Wt = np.zeros((B, probing.r), dtype=np.float32)
             rows = probing.Q[c_last * B:(c_last + 1) * B]
             Wt[:rows.shape[0]] = scale * rows
-            _op_flush(ws, probing.r, B).apply(ubar=extra, ring=ring,
-                                             Wtail=_probe_data(ws, "Wtail", Wt, probing))
+            _op_flush(ws, pkey).apply(ubar=extra, ring=ring, Wtail=_probe_data(ws, "Wtail", Wt, pkey))
         release(rec, src, ring)
         if illumination:
             return traces[:nt], extra, np.array(ws.function("illum").data)
@@ -494,12 +569,14 @@ def _zero_born(ws, dm, model):
 
 
 def run_adjoint(model, rec_coords, residual_c, dt, nt, src_coords=None, usave=None,
-                probing=None, ubar=None, ic="as"):
+                probing=None, ubar=None, ic="as", restore_ubar=True):
     """Back-propagate receiver traces ``residual_c`` (nt, nrec) on the computational axis.
 
     Returns ``(srca (nt, nsrc) or None, grad or None, vbar or None)``; ``grad``
     (padded grid, float32) is ``−dt Σ_n usave[n]·v̈[n]`` with ``usave`` or the
-    probed ``−Σ_p ū_p·v̄_p`` accumulated directly with ``probing``.
+    probed ``−Σ_p ū_p·v̄_p`` accumulated directly with ``probing``. The blocked
+    direct update works on ``ubar``'s buffer transposed in place; it is restored
+    afterwards unless ``restore_ubar=False`` (for callers that drop ū anyway).
     """
     ws = workspace(model)
     with ws.lock:
@@ -523,22 +600,32 @@ def run_adjoint(model, rec_coords, residual_c, dt, nt, src_coords=None, usave=No
         elif probing is not None:
             probing.check_axis(nt)
             direct = probing.direct and ic == "as"
-            pkey = _probe_key(probing)[:-1] + (direct,)
+            pkey = _probe_key(probing, model)
+            pkey = pkey[:4] + (direct,) + pkey[5:]
             op = _op_adjoint(ws, probing=pkey, ic=ic, src_interp=srca is not None)
             if probing.method == "eq":
                 Qt = np.zeros((nt + 1, probing.r), dtype=np.float32)  # nt + 1: sparse functions have nt + 1 samples
                 Qt[:nt:probing.subsample] = probing.Q
-                kwargs["Qt"] = _probe_data(ws, "Qt", Qt, probing)
+                kwargs["Qt"] = _probe_data(ws, "Qt", Qt, pkey)
             else:
                 W = probing.blocked_weights(nt, 1.0, adjoint=True)
-                kwargs["Qblk"] = _probe_data(ws, "Qblk", W, probing)
-                kwargs["ring"] = _probe_data(ws, "ring", (probing.block,) + ws.shape, probing)
+                kwargs["Qblk"] = _probe_data(ws, "Qblk", W, pkey)
+                kwargs["ring"] = _probe_data(ws, "ring", _inner_probe_axis(_region_shape(ws, pkey), probing.block), pkey)
             if direct:
-                grad = ws.function("grad")
-                grad.data[:] = 0
+                # the gradient on the probe region only (see probe_margin)
+                kwargs["grad_r"] = _probe_data(ws, "grad_r", _region_shape(ws, pkey), pkey)
                 kwargs["ubar"] = ubar
+                if probing.method == "blocked":
+                    # ū → (x, p, y) in place for the adjoint's update (see _inner_probe_axis)
+                    ubar_data = ubar.data.view(np.ndarray)
+                    if not ubar_data.flags.c_contiguous:  # space order 0, no padding: never
+                        raise RuntimeError("ū is not one contiguous buffer")
+                    _swap_probe_axis(ubar_data, to_inner=True)
+                    shape_t = _inner_probe_axis(_region_shape(ws, pkey), probing.r)
+                    kwargs["ubar_t"] = _probe_view(ws, "ubar_t", ubar_data, shape_t, pkey)
+                    del kwargs["ubar"]
             else:
-                kwargs["vbar"] = vbar_f = _probe_data(ws, "vbar", ws.shape + (probing.r,), probing)
+                kwargs["vbar"] = vbar_f = _probe_data(ws, "vbar", _region_shape(ws, pkey) + (probing.r,), pkey)
         else:
             op = _op_adjoint(ws, src_interp=srca is not None)
         op.apply(**kwargs)
@@ -546,13 +633,20 @@ def run_adjoint(model, rec_coords, residual_c, dt, nt, src_coords=None, usave=No
             # block 0 is still in the ring buffer (slot 0 = time 0 lies outside the loop: weight 0)
             Wt = W[0].copy()
             Wt[0] = 0.0
-            fl = dict(ring=kwargs["ring"], Wtail=_probe_data(ws, "Wtail", Wt, probing))
-            fl.update(ubar=ubar) if direct else fl.update(vbar=vbar_f)
-            _op_flush_adjoint(ws, probing.r, probing.block, direct).apply(**fl)
-        out = (None if srca is None else np.array(srca.data[:nt]),
-               None if grad is None else np.array(grad.data),
-               vbar_f)
-        release(rec, srca, kwargs.get("ring"))
+            fl = dict(ring=kwargs["ring"], Wtail=_probe_data(ws, "Wtail", Wt, pkey))
+            fl.update(ubar_t=kwargs["ubar_t"], grad_r=kwargs["grad_r"]) if direct else fl.update(vbar=vbar_f)
+            _op_flush_adjoint(ws, pkey).apply(**fl)
+            if direct:
+                release(kwargs["ubar_t"])
+                if restore_ubar:  # the caller's ū, as it was (else its bytes stay transposed)
+                    _swap_probe_axis(ubar_data, to_inner=False)
+        if "grad_r" in kwargs:
+            grad = np.zeros(ws.shape, dtype=ws.dtype)
+            grad[region_slices(model)] = kwargs["grad_r"].data
+        elif grad is not None:
+            grad = np.array(grad.data)
+        out = (None if srca is None else np.array(srca.data[:nt]), grad, vbar_f)
+        release(rec, srca, kwargs.get("ring"), kwargs.get("grad_r"))
         return out
 
 

@@ -16,12 +16,14 @@ strategy       what is kept of ``u``                                  extra memo
                ``g ≈ −k·dt Σ_{n ≡ 0 mod k} u[n]·v̈[n]``)
 ``dft``        on-the-fly DFT at ``nf`` frequencies = probing with    ``2·nf·N`` (+ ring)  the accumulation
                ``mode="dft"``: ``2·nf`` real columns (cos/sin pairs)
-``checkpoint`` ``c`` checkpoints of the 3-level buffer (pyrevolve     ``3·c·N``            recomputation
-               optimal schedule + ``devito.checkpointing``); exact                         (≈ 1–2 extra fwd)
-``probe``      ``ū = dt·Qᵀu``, r columns (``fwi_objective(ps=r)``)    ``r·N`` (+ ring)     the accumulation
+``checkpoint`` ``c`` checkpoints of 2 time levels of ``u`` (pyrevolve  ``2·c·N_halo``       recomputation
+               optimal schedule + ``devito.checkpointing``); exact    (+ ``v``: 3·N_halo)  (≈ 1–2 extra fwd)
+``probe``      ``ū = dt·Qᵀu``, r columns (``fwi_objective(ps=r)``)    ``r·N_phys`` (+ ring) the accumulation
 =============  =====================================================  ===================  ==================
 
-``full`` and ``checkpoint`` are exact (identical terms, round-off only);
+``N_phys``: the physical domain plus ``space_order/2`` points (the probe fields skip the
+absorbing layers, see :func:`timeprobe.propagators.probe_margin`); ``N_halo``: the padded
+grid with the stencil halo. ``full`` and ``checkpoint`` are exact (identical terms, round-off only);
 ``subsample`` with ``k = 1`` is exact too.
 """
 from __future__ import annotations
