@@ -107,7 +107,6 @@ def main(argv=None):
         rows[config] = json.loads(res.stdout.strip().splitlines()[-1])
     ex, pr = rows["exact"], rows["probed"]
     nt, N, r, B = ex["nt"], ex["N"], pr["r"], pr["block"]
-    mib = 4 * N / 2**20
     result = dict(rows=rows, nt=nt, N=N, r=r, block=B,
                   expected_exact_mib=(nt + 1) * ex["N_halo"] * 4 / 2**20,
                   expected_probed_mib=(r + B) * pr["N_region"] * 4 / 2**20,

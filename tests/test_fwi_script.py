@@ -1,6 +1,5 @@
 """scripts/fwi_overthrust.py on a tiny synthetic configuration: outputs, no overwrite, clear errors."""
 import importlib.util
-import os
 from pathlib import Path
 
 import h5py
