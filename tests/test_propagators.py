@@ -127,6 +127,15 @@ def test_release_frees_buffers_without_garbage_collection():
         assert alive_g() is not None  # still referenced by the view
         del view
         assert alive_g() is None
+        # a function wrapping a numpy buffer (ExternalAllocator) lets go of it too
+        buf = np.zeros((20, 3), dtype=np.float32)
+        alive_buf = weakref.ref(buf)
+        h = ws.new_sparse("rec", np.zeros((3, 2)) + 50.0, nt=20, buffer=buf)
+        h.data[:] = 3.0
+        del buf
+        release(h)
+        del h
+        assert alive_buf() is None
     finally:
         gc.enable()
 

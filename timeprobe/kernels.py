@@ -179,6 +179,7 @@ def release(*functions):
         if f is None:
             continue
         f._data = None  # Devito's own idiom (SparseFunction.free_data)
+        f._allocator = None  # an ExternalAllocator keeps the wrapped numpy buffer alive
         coords = getattr(f, "coordinates", None)
         if coords is not None:
             coords._data = None
