@@ -35,7 +35,6 @@ Subsurface horizontal offsets: ``I(h, x, z) = −(1/dt) Σ_p ū_p(x − h, z)·v
 """
 from __future__ import annotations
 
-
 import numpy as np
 from devito import Eq, Function, Inc
 

@@ -183,4 +183,3 @@ def release(*functions):
         coords = getattr(f, "coordinates", None)
         if coords is not None:
             coords._data = None
-

@@ -53,14 +53,15 @@ def computational_axis(model, *geometries):
 _R_CACHE = {}
 
 
-def _resampler(t0_in, dt_in, nt_in, t0_out, dt_out, nt_out):
-    key = tuple(round(v, 9) for v in (t0_in, dt_in, nt_in, t0_out, dt_out, nt_out))
+def _resampler(t0_in, dt_in, nt_in, t0_out, dt_out, nt_out, transpose=False):
+    """The (cached) resampling matrix between two uniform axes, or its transpose (CSR)."""
+    key = tuple(round(v, 9) for v in (t0_in, dt_in, nt_in, t0_out, dt_out, nt_out)) + (transpose,)
     R = _R_CACHE.get(key)
     if R is None:
         if len(_R_CACHE) > 64:
             _R_CACHE.clear()
-        R = _R_CACHE[key] = resampling_operator(t0_in + dt_in * np.arange(nt_in),
-                                                t0_out + dt_out * np.arange(nt_out)).tocsr()
+        R = resampling_operator(t0_in + dt_in * np.arange(nt_in), t0_out + dt_out * np.arange(nt_out))
+        R = _R_CACHE[key] = (R.T if transpose else R).tocsr()
     return R
 
 
@@ -96,12 +97,12 @@ def from_computational(traces, geometry, dt, nt, out=None):
 
 def from_computational_adjoint(traces, geometry, dt, nt, out=None):
     """Exact adjoint ``R_outᵀ`` of :func:`from_computational`."""
-    return _apply(_resampler(0.0, dt, nt, geometry.t0, geometry.dt, geometry.nt).T.tocsr(), traces, out)
+    return _apply(_resampler(0.0, dt, nt, geometry.t0, geometry.dt, geometry.nt, transpose=True), traces, out)
 
 
 def to_computational_adjoint(traces, geometry, dt, nt, out=None):
     """Exact adjoint ``R_inᵀ`` of :func:`to_computational`."""
-    return _apply(_resampler(geometry.t0, geometry.dt, geometry.nt, 0.0, dt, nt).T.tocsr(), traces, out)
+    return _apply(_resampler(geometry.t0, geometry.dt, geometry.nt, 0.0, dt, nt, transpose=True), traces, out)
 
 
 def grid_coordinates(model, coords):
@@ -347,7 +348,7 @@ def _probe_eqs(ws, field_expr_source, probing, adjoint, expr=None):
     method, r, k, B, direct, t = probing
     time = ws.time_dim
     expr = field_expr_source if expr is None else expr
-    ph = lambda name: _probe_function(ws, name, _placeholder_dims(ws, name, probing), t)  # noqa: E731
+    ph = lambda name: _placeholder(ws, name, probing)  # noqa: E731
     region = _region(ws, t)
     x = region.dimensions
     expr = region.at(expr)
@@ -381,25 +382,32 @@ def _probe_eqs(ws, field_expr_source, probing, adjoint, expr=None):
 
 
 
-def _probe_function(ws, name, dims, t):
-    """Placeholder ``Function`` over probe/buffer dimensions and the probe region of
-    thickness ``t`` (shape set at run time)."""
-    key = ("probe", name, tuple(id(d) for d in dims))
-    if key not in ws._fields:
-        shape = tuple(getattr(d, "default_value", None) or 1 for d in dims)
-        ws._fields[key] = Function(name=name, dimensions=tuple(dims), shape=shape,
-                                   space_order=0, dtype=ws.dtype)
-    return ws._fields[key]
+def _placeholder(ws, name, key):
+    """The placeholder ``Function`` ``name`` of the operators built for probing ``key``.
+
+    Its shape is that of the per-shot arrays (probe, block and region dimensions
+    carry their sizes); the time-indexed weights ``Qt``/``Qblk`` get theirs at run time.
+    """
+    dims = _placeholder_dims(ws, name, key)
+    fkey = ("probe", name, tuple(id(d) for d in dims))
+    if fkey not in ws._fields:
+        method, r, k, B, direct, t = key
+        region = _region(ws, t)
+        p, b = _probe_dims(ws, r, B)
+        sizes = {**dict(zip(region.dimensions, region.shape)), p: r, b: B}
+        shape = tuple(sizes.get(d, 1) for d in dims)  # 1: the time-indexed dimension of Qt/Qblk
+        ws._fields[fkey] = Function(name=name, dimensions=dims, shape=shape,
+                                    space_order=0, dtype=ws.dtype)
+    return ws._fields[fkey]
 
 
 def _op_flush(ws, key):
     """``ubar += Σ_b Wtail[b, p] · ring[b]`` — the last, unfinished forward block."""
     def make():
         B, t = key[3], key[5]
-        ph = lambda name: _probe_function(ws, name, _placeholder_dims(ws, name, key), t)  # noqa: E731
         p, _ = _probe_dims(ws, key[1], B)
         x = _region(ws, t).dimensions
-        buf, out, Wt = ph("ring"), ph("ubar"), ph("Wtail")
+        buf, out, Wt = (_placeholder(ws, name, key) for name in ("ring", "ubar", "Wtail"))
         combo = builtins.sum(Wt[j, p] * buf[_inner_probe_axis(x, j)] for j in range(B))
         return build(ws, [Eq(out, out + combo)], "Flush")
     return ws.operator(("flush",) + tuple(key[1:4]) + (key[5],), make)
@@ -410,7 +418,7 @@ def _op_flush_adjoint(ws, key):
     which the loop (``n ≥ 1``) never reaches."""
     def make():
         B, direct, t = key[3], key[4], key[5]
-        ph = lambda name: _probe_function(ws, name, _placeholder_dims(ws, name, key), t)  # noqa: E731
+        ph = lambda name: _placeholder(ws, name, key)  # noqa: E731
         p, _ = _probe_dims(ws, key[1], B)
         x = _region(ws, t).dimensions
         buf, Wt = ph("ring"), ph("Wtail")
@@ -453,39 +461,40 @@ def _op_adjoint(ws, grad_save=None, probing=None, ic="as", src_interp=True):
 
 
 # --------------------------------------------------------------------------- per-shot runs
-def _probe_data(ws, name, arr, key):
-    """A fresh Function shaped like the placeholder ``name``, holding ``arr``.
+def _probe_data(ws, name, key, arr=None):
+    """A fresh Function like the placeholder ``name`` of probing ``key``, holding ``arr``
+    (the time-indexed weights) or zeros of the placeholder's shape.
 
-    ``key`` (:func:`_probe_key`) selects the placeholder of the operators built for that configuration
-    (several configurations coexist on one workspace, each with its own dimensions).
-
-    ``arr`` may be a shape tuple: the Function is then zero. Its buffer is a numpy
-    array wrapped without a copy (``np.zeros`` maps zero pages: no fill pass, where
-    Devito's own allocation zero-fills through its ``Data`` indexing machinery —
-    tens of ms per gradient for ū and the ring buffer).
+    ``key`` (:func:`_probe_key`) selects the placeholder of the operators built for that
+    configuration (several configurations coexist on one workspace, each with its own
+    dimensions). The buffer is a numpy array wrapped without a copy (``np.zeros`` maps
+    zero pages: no fill pass, where Devito's own allocation zero-fills through its
+    ``Data`` indexing machinery — tens of ms per gradient for ū and the ring buffer).
     """
-    buffer = np.zeros(arr, dtype=ws.dtype) if isinstance(arr, tuple) else np.array(arr, dtype=ws.dtype)
-    return _probe_view(ws, name, buffer, buffer.shape, key)
+    if arr is None:
+        buffer = np.zeros(_placeholder(ws, name, key).shape, dtype=ws.dtype)
+    else:
+        buffer = np.array(arr, dtype=ws.dtype)
+    return _probe_view(ws, name, key, buffer)
 
 
-def _probe_view(ws, name, buffer, shape, key):
-    """A Function shaped like the placeholder ``name`` whose data *is* ``buffer`` (no copy)."""
-    ph = ws._fields[("probe", name, tuple(id(d) for d in _placeholder_dims(ws, name, key)))]
+def _probe_view(ws, name, key, buffer):
+    """A Function like the placeholder ``name`` whose data *is* ``buffer`` (no copy),
+    viewed with the placeholder's shape (or ``buffer``'s, for the time-indexed weights)."""
+    ph = _placeholder(ws, name, key)
+    shape = buffer.shape if name in ("Qt", "Qblk", "Wtail") else ph.shape
     view = buffer.reshape(shape)
     if not np.shares_memory(view, buffer):
         raise RuntimeError("probe buffer could not be viewed without a copy")
-    return Function(name=name, dimensions=ph.dimensions, shape=shape, grid=ph.grid, space_order=0,
+    return Function(name=name, dimensions=ph.dimensions, shape=shape, space_order=0,
                     dtype=ws.dtype, allocator=ExternalAllocator(view), initializer=lambda a: None)
 
 
-def _region_shape(ws, key):
-    return _region(ws, key[5]).shape
-
-
-def _probe_key(probing, model):
-    """The operator configuration of ``probing`` on ``model``'s grid."""
-    return (probing.method, probing.r, probing.subsample, probing.block, probing.direct,
-            probe_margin(model))
+def _probe_key(probing, model, direct=None):
+    """The operator configuration of ``probing`` on ``model``'s grid (``direct`` overrides
+    ``probing.direct``: the adjoint run decides it with its imaging condition)."""
+    return (probing.method, probing.r, probing.subsample, probing.block,
+            probing.direct if direct is None else direct, probe_margin(model))
 
 
 def run_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, save=False, probing=None, dm=None,
@@ -519,16 +528,16 @@ def run_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, save=False, pr
             op = _op_forward(ws, probing=pkey, born_dm=dm is not None, illum=illumination)
         if probing is not None:
             probing.check_axis(nt)
-            extra = kwargs["ubar"] = _probe_data(ws, "ubar", _region_shape(ws, pkey) + (probing.r,), pkey)
+            extra = kwargs["ubar"] = _probe_data(ws, "ubar", pkey)
             scale = probing.subsample * dt
             if probing.method == "eq":
                 Qt = np.zeros((nt + 1, probing.r), dtype=np.float32)  # nt + 1: sparse functions have nt + 1 samples
                 Qt[:nt:probing.subsample] = scale * probing.Q
-                kwargs["Qt"] = _probe_data(ws, "Qt", Qt, pkey)
+                kwargs["Qt"] = _probe_data(ws, "Qt", pkey, Qt)
             else:
                 W = probing.blocked_weights(nt, scale, adjoint=False)
-                kwargs["Qblk"] = _probe_data(ws, "Qblk", W, pkey)
-                kwargs["ring"] = ring = _probe_data(ws, "ring", _inner_probe_axis(_region_shape(ws, pkey), probing.block), pkey)
+                kwargs["Qblk"] = _probe_data(ws, "Qblk", pkey, W)
+                kwargs["ring"] = ring = _probe_data(ws, "ring", pkey)
         if dm is not None:
             _zero_born(ws, dm, model)
         if illumination:
@@ -541,7 +550,7 @@ def run_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, save=False, pr
             Wt = np.zeros((B, probing.r), dtype=np.float32)
             rows = probing.Q[c_last * B:(c_last + 1) * B]
             Wt[:rows.shape[0]] = scale * rows
-            _op_flush(ws, pkey).apply(ubar=extra, ring=ring, Wtail=_probe_data(ws, "Wtail", Wt, pkey))
+            _op_flush(ws, pkey).apply(ubar=extra, ring=ring, Wtail=_probe_data(ws, "Wtail", pkey, Wt))
         release(rec, src, ring)
         if illumination:
             return traces[:nt], extra, np.array(ws.function("illum").data)
@@ -600,32 +609,30 @@ def run_adjoint(model, rec_coords, residual_c, dt, nt, src_coords=None, usave=No
         elif probing is not None:
             probing.check_axis(nt)
             direct = probing.direct and ic == "as"
-            pkey = _probe_key(probing, model)
-            pkey = pkey[:4] + (direct,) + pkey[5:]
+            pkey = _probe_key(probing, model, direct)
             op = _op_adjoint(ws, probing=pkey, ic=ic, src_interp=srca is not None)
             if probing.method == "eq":
                 Qt = np.zeros((nt + 1, probing.r), dtype=np.float32)  # nt + 1: sparse functions have nt + 1 samples
                 Qt[:nt:probing.subsample] = probing.Q
-                kwargs["Qt"] = _probe_data(ws, "Qt", Qt, pkey)
+                kwargs["Qt"] = _probe_data(ws, "Qt", pkey, Qt)
             else:
                 W = probing.blocked_weights(nt, 1.0, adjoint=True)
-                kwargs["Qblk"] = _probe_data(ws, "Qblk", W, pkey)
-                kwargs["ring"] = _probe_data(ws, "ring", _inner_probe_axis(_region_shape(ws, pkey), probing.block), pkey)
+                kwargs["Qblk"] = _probe_data(ws, "Qblk", pkey, W)
+                kwargs["ring"] = _probe_data(ws, "ring", pkey)
             if direct:
                 # the gradient on the probe region only (see probe_margin)
-                kwargs["grad_r"] = _probe_data(ws, "grad_r", _region_shape(ws, pkey), pkey)
-                kwargs["ubar"] = ubar
+                kwargs["grad_r"] = _probe_data(ws, "grad_r", pkey)
                 if probing.method == "blocked":
                     # ū → (x, p, y) in place for the adjoint's update (see _inner_probe_axis)
                     ubar_data = ubar.data.view(np.ndarray)
                     if not ubar_data.flags.c_contiguous:  # space order 0, no padding: never
                         raise RuntimeError("ū is not one contiguous buffer")
                     _swap_probe_axis(ubar_data, to_inner=True)
-                    shape_t = _inner_probe_axis(_region_shape(ws, pkey), probing.r)
-                    kwargs["ubar_t"] = _probe_view(ws, "ubar_t", ubar_data, shape_t, pkey)
-                    del kwargs["ubar"]
+                    kwargs["ubar_t"] = _probe_view(ws, "ubar_t", pkey, ubar_data)
+                else:
+                    kwargs["ubar"] = ubar
             else:
-                kwargs["vbar"] = vbar_f = _probe_data(ws, "vbar", _region_shape(ws, pkey) + (probing.r,), pkey)
+                kwargs["vbar"] = vbar_f = _probe_data(ws, "vbar", pkey)
         else:
             op = _op_adjoint(ws, src_interp=srca is not None)
         op.apply(**kwargs)
@@ -633,7 +640,7 @@ def run_adjoint(model, rec_coords, residual_c, dt, nt, src_coords=None, usave=No
             # block 0 is still in the ring buffer (slot 0 = time 0 lies outside the loop: weight 0)
             Wt = W[0].copy()
             Wt[0] = 0.0
-            fl = dict(ring=kwargs["ring"], Wtail=_probe_data(ws, "Wtail", Wt, pkey))
+            fl = dict(ring=kwargs["ring"], Wtail=_probe_data(ws, "Wtail", pkey, Wt))
             fl.update(ubar_t=kwargs["ubar_t"], grad_r=kwargs["grad_r"]) if direct else fl.update(vbar=vbar_f)
             _op_flush_adjoint(ws, pkey).apply(**fl)
             if direct:

@@ -43,10 +43,6 @@ __all__ = ["gradient", "STRATEGIES"]
 STRATEGIES = ("full", "subsample", "dft", "checkpoint", "probe")
 
 
-def _pad_time(traces, n=1):
-    return np.concatenate([traces, np.zeros((n,) + traces.shape[1:], traces.dtype)])
-
-
 def _check_int(name, value, minimum=1):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -118,13 +114,13 @@ def _shot_subsample(model, src_coords, wc, rec_coords, res_fn, dt, nt, k):
         fop, usub_ph = _op_fwd_subsampled(ws, k, nsnap)
         usub = TimeFunction(name="usub", grid=ws.grid, time_order=0, space_order=0,
                             save=nsnap, time_dim=usub_ph.time_dim)
-        src = ws.new_sparse("src", grid_coordinates(model, src_coords), _pad_time(wc, npad - nt))
+        src = ws.new_sparse("src", grid_coordinates(model, src_coords), wc, nt=npad)
         rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), nt=npad)
         ws.field("u").data[:] = 0
         fop.apply(src=src, rec=rec, usub=usub, dt=dt, time_m=1, time_M=nt - 1)
         f, adj = res_fn(np.array(rec.data[:nt]))
         aop = _op_adj_subsampled(ws, k, nsnap, usub_ph)
-        reca = ws.new_sparse("rec", grid_coordinates(model, rec_coords), _pad_time(adj, npad - nt))
+        reca = ws.new_sparse("rec", grid_coordinates(model, rec_coords), adj, nt=npad)
         ws.field("v").data[:] = 0
         grad = ws.function("grad")
         grad.data[:] = 0
@@ -142,12 +138,12 @@ def _shot_checkpoint(model, src_coords, wc, rec_coords, res_fn, dt, nt, n_checkp
         u, v, grad = ws.field("u"), ws.field("v"), ws.function("grad")
         # first pass: plain forward for the residual (the adjoint source must be known
         # before the reverse sweep; pyrevolve's forward sweep recomputes u anyway).
-        src = ws.new_sparse("src", grid_coordinates(model, src_coords), _pad_time(wc))
+        src = ws.new_sparse("src", grid_coordinates(model, src_coords), wc, nt=nt + 1)
         rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), nt=nt + 1)
         u.data[:] = 0
         fop.apply(src=src, rec=rec, dt=dt, time_m=1, time_M=nt - 1)
         f, adj = res_fn(np.array(rec.data[:nt]))
-        reca = ws.new_sparse("rec", grid_coordinates(model, rec_coords), _pad_time(adj))
+        reca = ws.new_sparse("rec", grid_coordinates(model, rec_coords), adj, nt=nt + 1)
         rec2 = ws.new_sparse("rec", grid_coordinates(model, rec_coords), nt=nt + 1)
         u.data[:] = 0
         v.data[:] = 0
