@@ -79,6 +79,7 @@ SHARED = Path(os.environ.get("TIMEPROBE_DATA", ROOT.parent / "shared"))
 CACHE = Path(os.environ.get("TIMEPROBE_BENCH_CACHE", tempfile.gettempdir())) / "timeprobe_bench"
 
 import timeprobe as tp  # noqa: E402
+from timeprobe.io import peak_memory_mb, reset_peak_memory  # noqa: E402
 
 MIB = 2.0 ** 20
 FLOAT = 4  # bytes (float32 fields)
@@ -110,7 +111,7 @@ def _status_mb(key):
 
 def vmhwm_mb():
     """Peak resident memory of this process (MiB)."""
-    return _status_mb("VmHWM")
+    return peak_memory_mb()
 
 
 def rss_mb():
@@ -118,7 +119,7 @@ def rss_mb():
 
 
 def reset_peak():
-    """Free heap pages back to the OS and reset VmHWM to the current RSS (Linux ≥ 4.0).
+    """Free heap pages back to the OS, then reset VmHWM to the current RSS (Linux ≥ 4.0).
 
     Returns False (peak not reset) where ``/proc/self/clear_refs`` is not writable.
     """
@@ -127,12 +128,7 @@ def reset_peak():
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return False
-    return True
+    return reset_peak_memory()
 
 
 # --------------------------------------------------------------------------- cases
