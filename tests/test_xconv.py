@@ -158,9 +158,12 @@ def test_unscaled_orthogonal_is_detected_as_biased():
 
 # ------------------------------------------------------------------------------------------ exactness
 @pytest.mark.parametrize("name,cfg,shape", CONFIGS, ids=IDS)
-@pytest.mark.parametrize("mode", ["all", "channel"])
-def test_forward_dx_bias_exact(name, cfg, shape, mode):
+@pytest.mark.parametrize("mode,budget", [("all", None), ("channel", None), ("all", 1)])
+def test_forward_dx_bias_exact(name, cfg, shape, mode, budget):
+    """Output, dX and bias gradient equal nn.ConvNd's; budget=1 byte runs the CPU row-band
+    convolutions (forward and dX) one output row at a time (halos, border zero rows)."""
     layer, x = build(cfg, shape, ps=4, mode=mode)
+    layer.max_probe_bytes = budget
     R = output_like(layer, x)
     y0, gx0, _, gb0 = exact_grads(layer, x, R)
     y1, gx1, _, gb1 = probed_grads(layer, x, R)
@@ -171,8 +174,10 @@ def test_forward_dx_bias_exact(name, cfg, shape, mode):
 
 @pytest.mark.parametrize("name,cfg,shape", [c for c in CONFIGS if c[0] in
                                             ("stride_nonsquare", "groups", "even_same", "reflect")])
-def test_gradcheck_input_and_bias(name, cfg, shape):
+@pytest.mark.parametrize("budget", [None, 1])
+def test_gradcheck_input_and_bias(name, cfg, shape, budget):
     layer, x = build(cfg, shape, ps=3)
+    layer.max_probe_bytes = budget
     layer.weight.requires_grad_(False)
     x.requires_grad_(True)
     assert torch.autograd.gradcheck(layer, (x,))

@@ -41,9 +41,16 @@ exact gradient. The probes are generated in blocks of rows of the first spatial 
 accumulates :math:`\bar{\mathbf{X}}` block by block, and the backward pass walks tiles of
 output rows, forming the tile of :math:`\mathbf{G}` from the tile of :math:`\delta\mathbf{Y}`
 and regenerating just the probe rows it needs (with the halo of the kernel and zero fill
-at the borders). Input and :math:`\delta\mathbf{Y}` are each read once and the transient
-probe and pseudo-batch tiles stay small (default budget: 1/16 of the input, 4-16 MiB).
-Orthogonal probes need the whole frame (QR) and are generated in one block.
+at the borders). Input and :math:`\delta\mathbf{Y}` are each read once, in place (strided
+matrix products, no copies), and the transient probe and pseudo-batch tiles live in two
+buffers reused by every tile (default budget: 1/16 of the input, 4-16 MiB). Orthogonal
+probes need the whole frame (QR) and are generated in one block.
+
+On the CPU the forward convolution and, for stride 1, the input gradient (a convolution
+with the flipped kernel) are also computed in bands of output rows through one reused
+buffer (:func:`_conv_rows`): oneDNN otherwise converts whole activations to its blocked
+layout and back around every call, which costs more memory traffic than the arithmetic
+and an extra activation of peak memory. Same kernels, same results.
 
 ``mode="channel"`` — the same spatial probes for every channel,
 :math:`\mathbf{Z}\in\mathbb{R}^{N\times r}`, :math:`\bar{\mathbf{X}}\in\mathbb{R}^{b\times c_i\times r}`
@@ -141,11 +148,11 @@ def _budget(x_bytes: int, max_bytes) -> int:
 
 def _block_rows(x_shape, r, itemsize, probe, max_bytes) -> int:
     """Rows (along the first spatial axis) per generation block of the ``mode="all"``
-    probes: the probe block and the matching input tile each stay within the budget."""
-    b, ci, H = x_shape[0], x_shape[1], x_shape[2]
+    probes: a probe block ``(r, c_in, rows, ...)`` stays within the budget."""
+    ci, H = x_shape[1], x_shape[2]
     if probe == "orthogonal":
         return H  # the QR needs the whole frame: one block
-    per_row = max(b, r) * ci * math.prod(x_shape[3:]) * itemsize
+    per_row = r * ci * math.prod(x_shape[3:]) * itemsize
     x_bytes = math.prod(x_shape) * itemsize
     return max(1, min(H, _budget(x_bytes, max_bytes) // per_row))
 
@@ -173,18 +180,27 @@ class _RowProbes:
             self.cache[j] = z
         return z
 
-    def rows(self, a0, a1):
-        """Probe rows ``[a0, a1)`` (cached blocks below ``a0`` are released)."""
-        j0, j1 = a0 // self.hb, (a1 - 1) // self.hb
+    def _release_below(self, j0):
         for j in [j for j in self.cache if j < j0]:
             del self.cache[j]
-        parts = [self.block(j) for j in range(j0, j1 + 1)]
-        z = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
-        off = j0 * self.hb
-        return z[:, :, a0 - off:a1 - off]
+
+    def fill(self, out, a0):
+        """Write probe rows ``[a0, a0 + out.shape[2])`` into ``out`` (any layout), block by
+        block; cached blocks below ``a0`` are released, the last one is kept for the next
+        tile's halo."""
+        a1 = a0 + out.shape[2]
+        j0, j1 = a0 // self.hb, (a1 - 1) // self.hb
+        self._release_below(j0)
+        for j in range(j0, j1 + 1):
+            lo, hi = max(a0, j * self.hb), min(a1, (j + 1) * self.hb)
+            out.narrow(2, lo - a0, hi - lo).copy_(self.block(j).narrow(2, lo - j * self.hb,
+                                                                        hi - lo))
+        return out
 
     def full(self):
-        return self.rows(0, self.H)
+        z = torch.empty((self.r, self.ci, self.H) + self.rest, device=self.device,
+                        dtype=self.dtype)
+        return self.fill(z, 0)
 
 
 def _layout_perm(x):
@@ -215,15 +231,119 @@ def probes_for(seed, ps, x_shape, probe="rademacher", mode="all", max_probe_byte
     return _RowProbes(seed, ps, tuple(x_shape), hb, probe, device, dtype).full()
 
 
+def _conv_rows(x, weight, bias, stride, padding, dilation, groups, budget):
+    """``aten.convolution(x, weight, bias, ...)`` computed band by band of output rows (first
+    spatial axis) on the CPU.
+
+    Why: oneDNN converts a whole NCHW tensor to its blocked layout and back around every
+    convolution (activation-sized copies, freshly page-faulted). Fed a band of rows at a
+    time through one reused, cache-sized buffer (input rows with the kernel's halo, zero
+    rows at the borders), it does the same arithmetic with a fraction of the memory traffic
+    and without the activation-sized transients. The result is identical (same kernel, same
+    summation order per output element). Other devices, and inputs that fit one band, take
+    the single call."""
+    d = x.dim() - 2
+    b, ci, H = x.shape[:3]
+    k0, s0, p0, d0 = weight.shape[2], stride[0], padding[0], dilation[0]
+    out_sp = [(x.shape[2 + i] + 2 * padding[i] - dilation[i] * (weight.shape[2 + i] - 1) - 1)
+              // stride[i] + 1 for i in range(d)]
+    Ho, itemsize = out_sp[0], x.element_size()
+    per_row = b * max(s0 * ci * math.prod(x.shape[3:]),
+                      weight.shape[0] * math.prod(out_sp[1:])) * itemsize
+    ob = max(1, budget // per_row)
+    if x.device.type != "cpu" or ob >= Ho or min(out_sp) <= 0:
+        return torch.ops.aten.convolution(x, weight, bias, stride, padding, dilation, False,
+                                          [0] * d, groups)
+    fmt = _memory_format(_layout_perm(x))
+    opts = dict(device=x.device, dtype=x.dtype, memory_format=fmt)
+    y = torch.empty((b, weight.shape[0], *out_sp), **opts)
+    buf = torch.empty((b, ci, (ob - 1) * s0 + d0 * (k0 - 1) + 1) + tuple(x.shape[3:]), **opts)
+    pad_rest = [0] + list(padding[1:])
+    for o0 in range(0, Ho, ob):
+        o1 = min(Ho, o0 + ob)
+        i0 = o0 * s0 - p0
+        i1 = (o1 - 1) * s0 - p0 + d0 * (k0 - 1) + 1
+        a0, a1 = min(max(i0, 0), i1), max(min(i1, H), i0)
+        t = buf.narrow(2, 0, i1 - i0)
+        if a1 <= a0:
+            t.zero_()
+        else:
+            if a0 > i0:
+                t.narrow(2, 0, a0 - i0).zero_()
+            if i1 > a1:
+                t.narrow(2, a1 - i0, i1 - a1).zero_()
+            t.narrow(2, a0 - i0, a1 - a0).copy_(x.narrow(2, a0, a1 - a0))
+        y.narrow(2, o0, o1 - o0).copy_(torch.ops.aten.convolution(
+            t, weight, bias, stride, pad_rest, dilation, False, [0] * d, groups))
+    return y
+
+
+def _input_grad(gy, weight, x_shape, stride, padding, dilation, groups, budget):
+    """Exact dX = P^T conv^T(dY; W). On the CPU, for stride 1 and padding <=
+    dilation*(k-1), it is the ordinary convolution of dY with the flipped, channel-transposed
+    kernel and padding dilation*(k-1) - padding, computed in row bands by
+    :func:`_conv_rows`; otherwise (and on other devices) a transposed
+    convolution whose output_padding restores the exact input size. (The
+    aten.convolution_backward route with an expanded proxy input makes oneDNN materialise
+    an input-sized tensor.)"""
+    d = weight.dim() - 2
+    k = weight.shape[2:]
+    flippable = all(s == 1 for s in stride) and all(
+        p <= dl * (kk - 1) for p, dl, kk in zip(padding, dilation, k))
+    if gy.device.type == "cpu" and flippable:
+        co, cig = weight.shape[:2]
+        wt = weight.reshape((groups, co // groups, cig) + tuple(k)).transpose(1, 2)
+        wt = wt.reshape((groups * cig, co // groups) + tuple(k)).flip(list(range(2, d + 2)))
+        wt = wt.contiguous(memory_format=_memory_format(_layout_perm(weight)))
+        pad = [dl * (kk - 1) - p for p, dl, kk in zip(padding, dilation, k)]
+        return _conv_rows(gy, wt, None, [1] * d, pad, list(dilation), groups, budget)
+    out_pad = [x_shape[2 + i] - ((gy.shape[2 + i] - 1) * stride[i] - 2 * padding[i]
+                                 + dilation[i] * (k[i] - 1) + 1) for i in range(d)]
+    return torch.ops.aten.convolution(gy, weight, None, stride, padding, dilation, True,
+                                      out_pad, groups)
+
+
+def _sketch_rows(xbar, x, z, h0, perm):
+    """``xbar += X[:, :, h0:h0+rows] · Z_blockᵀ`` (flattened per sample) without copying X:
+    channels-first inputs take one product per channel (each a strided view of X),
+    channels-last inputs one product over the contiguous row slab of every sample."""
+    b, r, rows = x.shape[0], z.shape[0], z.shape[2]
+
+    def acc(a, bt):
+        if xbar.dtype == a.dtype:
+            xbar.addmm_(a, bt)
+        else:
+            xbar.add_(torch.mm(a, bt))
+
+    if perm[1] == 1:
+        for c in range(x.shape[1]):
+            acc(x[:, c].narrow(1, h0, rows).reshape(b, -1), z[:, c].reshape(r, -1).t())
+    else:
+        xt = x.permute(perm).narrow(1, h0, rows).reshape(b, -1)
+        acc(xt, z.permute(perm).reshape(r, -1).t())
+
+
+def _pseudo_batch_rows(G, xbar_t, gy, o0, perm):
+    """``G = Xbarᵀ · dY[:, :, o0:o0+rows]`` written into the tile buffer ``G`` (r pseudo-
+    samples), reading dY in place (same per-channel / per-slab split as :func:`_sketch_rows`)."""
+    b, r, rows = gy.shape[0], G.shape[0], G.shape[2]
+    if perm[1] == 1:
+        for o in range(gy.shape[1]):
+            torch.mm(xbar_t, gy[:, o].narrow(1, o0, rows).reshape(b, -1),
+                     out=G[:, o].view(r, -1))
+    else:
+        torch.mm(xbar_t, gy.permute(perm).narrow(1, o0, rows).reshape(b, -1),
+                 out=G.permute(perm).view(r, -1))
+
+
 class _XConvFunction(torch.autograd.Function):
     """Convolution whose weight gradient is estimated by probing (see module docstring)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding, dilation, groups, ps, mode, probe, seed,
                 max_bytes):
-        d = x.dim() - 2
-        y = torch.ops.aten.convolution(x, weight, bias, list(stride), list(padding),
-                                       list(dilation), False, [0] * d, groups)
+        y = _conv_rows(x, weight, bias, list(stride), list(padding), list(dilation), groups,
+                       _budget(x.numel() * x.element_size(), max_bytes))
         ctx.meta = (stride, padding, dilation, groups, ps, mode, probe, seed)
         ctx.x_shape = tuple(x.shape)
         ctx.has_bias = bias is not None
@@ -235,15 +355,10 @@ class _XConvFunction(torch.autograd.Function):
                 hb = _block_rows(x.shape, ps, x.element_size(), probe, max_bytes)
                 zs = _RowProbes(seed, ps, x.shape, hb, probe, x.device, x.dtype)
                 xbar = torch.zeros((b, ps), device=x.device, dtype=acc)
-                perm = _layout_perm(x)
-                ctx.perm = perm
-                xp, h_axis = x.permute(perm), perm.index(2)
+                ctx.perm = perm = _layout_perm(x)
                 for j in range(zs.nblocks()):
-                    z = zs.block(j)
-                    h0 = j * hb
-                    xt = xp.narrow(h_axis, h0, min(hb, x.shape[2] - h0)).reshape(b, -1)
-                    xbar += torch.mm(xt, z.permute(perm).reshape(ps, -1).t())
-                    del zs.cache[j], z, xt
+                    _sketch_rows(xbar, x, zs.block(j), j * hb, perm)
+                    del zs.cache[j]
                 ctx.hb = hb
             else:
                 N = math.prod(x.shape[2:])
@@ -260,23 +375,30 @@ class _XConvFunction(torch.autograd.Function):
     def _weight_grad_all(ctx, gy, xbar, weight, stride, padding, dilation, groups, ps, probe,
                          seed):
         """sum over tiles of output rows [o0, o1) of conv_weight(P Z[rows], G[o0:o1]) with
-        G = Xbar^T dY (r pseudo-samples): one pass over dY, probes regenerated per tile."""
+        G = Xbar^T dY (r pseudo-samples): one pass over dY, probes regenerated per tile.
+
+        Speed on the CPU comes from never copying dY or allocating per tile: G is written by
+        matrix products that read dY in place (strided views) into one tile buffer, and the
+        probe rows of a tile (with the kernel's halo and zero fill at the borders) are
+        written into a second buffer; both stay cache-sized and are reused by every tile."""
         x_shape = ctx.x_shape
-        b, co = gy.shape[0], gy.shape[1]
+        co, ci = gy.shape[1], x_shape[1]
         H, Ho = x_shape[2], gy.shape[2]
-        out_rest = tuple(gy.shape[3:])
+        in_rest, out_rest = tuple(x_shape[3:]), tuple(gy.shape[3:])
         s0, p0, d0, k0 = stride[0], padding[0], dilation[0], weight.shape[2]
         zs = _RowProbes(seed, ps, x_shape, ctx.hb, probe, gy.device, gy.dtype)
         itemsize = gy.element_size()
-        per_row = max(b, ps) * co * math.prod(out_rest) * itemsize
+        per_row = ps * (co * math.prod(out_rest) + s0 * ci * math.prod(in_rest)) * itemsize
         budget = _budget(math.prod(x_shape) * itemsize, ctx.max_bytes)
         ob = max(1, min(Ho, budget // per_row)) if probe != "orthogonal" else Ho
-        xbar_t = xbar.t().to(gy.dtype)
+        zrows = (ob - 1) * s0 + d0 * (k0 - 1) + 1
         d = weight.dim() - 2
         perm = ctx.perm
-        inv = [perm.index(i) for i in range(len(perm))]
-        gp, h_axis = gy.permute(perm), perm.index(2)
         fmt = _memory_format(perm)
+        opts = dict(device=gy.device, dtype=gy.dtype, memory_format=fmt)
+        gbuf = torch.empty((ps, co, ob) + out_rest, **opts)
+        zbuf = torch.empty((ps, ci, zrows) + in_rest, **opts)
+        xbar_t = xbar.t().to(gy.dtype)
         gw = None
         for o0 in range(0, Ho, ob):
             o1 = min(Ho, o0 + ob)
@@ -285,17 +407,17 @@ class _XConvFunction(torch.autograd.Function):
             a0, a1 = max(i0, 0), min(i1, H)
             if a1 <= a0:
                 continue                               # tile sees only zero padding
-            z = zs.rows(a0, a1)
-            if a0 > i0 or i1 > a1:                     # zero fill at the borders (never wrap)
-                z = F.pad(z, [0, 0] * (d - 1) + [a0 - i0, i1 - a1])
-            gt = gp.narrow(h_axis, o0, o1 - o0)
-            G = torch.mm(xbar_t, gt.reshape(b, -1)).reshape((ps,) + tuple(gt.shape[1:]))
-            G = G.permute(inv)  # logical (r, c_out, rows, ...), in the layout of dY
-            z = z.contiguous(memory_format=fmt)
+            z = zbuf.narrow(2, 0, i1 - i0)
+            if a0 > i0:                                # zero fill at the borders (never wrap)
+                z.narrow(2, 0, a0 - i0).zero_()
+            if i1 > a1:
+                z.narrow(2, a1 - i0, i1 - a1).zero_()
+            zs.fill(z.narrow(2, a0 - i0, a1 - a0), a0)
+            G = gbuf.narrow(2, 0, o1 - o0)
+            _pseudo_batch_rows(G, xbar_t, gy, o0, perm)
             part = torch.ops.aten.convolution_backward(
                 G, z, weight, None, stride, [0] + padding[1:], dilation, False, [0] * d,
                 groups, (False, True, False))[1]
-            del G, z
             gw = part if gw is None else gw.add_(part)
         if gw is None:
             gw = torch.zeros_like(weight)
@@ -314,14 +436,8 @@ class _XConvFunction(torch.autograd.Function):
         gx = gw = gb = None
         stride, padding, dilation = list(stride), list(padding), list(dilation)
         if ctx.needs_input_grad[0]:
-            # transposed convolution; output_padding restores the exact input size. (The
-            # aten.convolution_backward route with an expanded proxy input makes oneDNN
-            # materialise an input-sized tensor.)
-            k = weight.shape[2:]
-            out_pad = [x_shape[2 + i] - ((gy.shape[2 + i] - 1) * stride[i] - 2 * padding[i]
-                                         + dilation[i] * (k[i] - 1) + 1) for i in range(d)]
-            gx = torch.ops.aten.convolution(gy, weight, None, stride, padding, dilation, True,
-                                            out_pad, groups)
+            gx = _input_grad(gy, weight, x_shape, stride, padding, dilation, groups,
+                             _budget(math.prod(x_shape) * gy.element_size(), ctx.max_bytes))
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = gy.sum(dim=[0] + list(range(2, gy.dim())))
         if ctx.needs_input_grad[1]:
