@@ -9,6 +9,7 @@ t(Xconv2D), so > 1 means the probed layer is faster. Runs on CUDA when available
 
     python scripts/xconv_speed.py [--device cpu|cuda] [--reps 3] [--quick] [--dtype float32]
                                   [--out results/xconv_speed_<device>.json] [--fig PATH]
+                                  [--breakdown]   # also time the exact pieces separately
 """
 import argparse
 import os
@@ -46,6 +47,33 @@ def timer(device):
     return run
 
 
+def breakdown(w, x, gy, reps, run):
+    """Median seconds of the pieces of one layer's forward + backward: what nn.Conv2d runs
+    (library forward, fused dX+dW backward, and dW alone) and the exact pieces XConv runs
+    (row-band forward and input gradient on the CPU; the library's elsewhere)."""
+    from timeprobe.xconv.functional import _budget, _conv_rows, _input_grad
+    conv_bwd = torch.ops.aten.convolution_backward
+    args = ([1, 1], [1, 1], [1, 1])
+    budget = _budget(x.numel() * x.element_size(), None)
+    parts = {
+        "library_forward": lambda: torch.ops.aten.convolution(x, w, None, *args, False, [0, 0], 1),
+        "library_backward_dx_dw": lambda: conv_bwd(gy, x, w, None, *args, False, [0, 0], 1,
+                                                   (True, True, False)),
+        "library_dw_only": lambda: conv_bwd(gy, x, w, None, *args, False, [0, 0], 1,
+                                            (False, True, False)),
+        "library_dx_only": lambda: torch.ops.aten.convolution(gy, w, None, *args, True, [0, 0], 1),
+        "band_forward": lambda: _conv_rows(x, w, None, *args, 1, budget),
+        "band_dx": lambda: _input_grad(gy, w, tuple(x.shape), *args, 1, budget),
+    }
+    times = {k: [] for k in parts}
+    for k, f in parts.items():
+        run(f)
+    for i in range(reps):
+        for k, f in parts.items():
+            times[k].append(run(f))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -59,6 +87,9 @@ def main():
     ap.add_argument("--sizes", default="1,2,3,4", help="which of the four sizes (1-based)")
     ap.add_argument("--batch-div", type=int, default=1,
                     help="divide the batch sizes (indicative CPU runs of the big-channel sizes)")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also time the components: library vs row-band forward convolution "
+                         "and input gradient, exact weight gradient, fused exact backward")
     a = ap.parse_args()
     device = torch.device(a.device)
     dtype = getattr(torch, a.dtype)
@@ -114,6 +145,9 @@ def main():
         for k in layers:
             if k != "conv":
                 row[f"speedup_{k}"] = row["t_conv"] / row[f"t_{k}"]
+        if a.breakdown:
+            row["breakdown"] = breakdown(conv.weight.detach(), x.detach(), gy, reps, run)
+            print("   components (s):", {k: round(v, 3) for k, v in row["breakdown"].items()})
         res["rows"].append(row)
         print(f"b={b:3d} c={c:3d} {n:4d}^2: nn.Conv2d {row['t_conv']:.3f}s  " + "  ".join(
             f"{k} {row[f't_{k}']:.3f}s ({row[f'speedup_{k}']:.2f}x)" for k in layers if k != "conv"),

@@ -523,16 +523,20 @@ def test_pickle_and_deepcopy():
 
 
 @pytest.mark.parametrize("mode", ["all", "channel"])
-def test_channels_last_same_estimate(mode):
+@pytest.mark.parametrize("grad_format", [torch.channels_last, torch.contiguous_format])
+def test_channels_last_same_estimate(mode, grad_format):
+    """Channels-last input (and a dY arriving channels-last or row-major, as from a mean()
+    loss) gives the same output, dX and dW estimate as the row-major layer."""
     lay, x = build(dict(ci=4, co=6, k=3, padding=1, stride=(2, 1)), (3, 4, 9, 8), ps=5,
                    mode=mode, seed=3)
     lay.max_probe_bytes = 700  # several row blocks / tiles
     R = output_like(lay, x)
-    _, gx, gw, gb = probed_grads(lay, x, R)
+    y0, gx, gw, gb = probed_grads(lay, x, R)
     s = lay.last_seed
     xcl = x.contiguous(memory_format=torch.channels_last).requires_grad_(True)
     w = lay.weight.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
     y = X.xconv2d(xcl, w, None, (2, 1), 1, ps=5, mode=mode, seed=s, max_probe_bytes=700)
-    y.backward(R.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(y.detach() + lay.bias.detach().view(1, -1, 1, 1), y0)
+    y.backward(R.contiguous(memory_format=grad_format))
     torch.testing.assert_close(xcl.grad, gx)
     torch.testing.assert_close(w.grad, gw)

@@ -429,7 +429,13 @@ class _XConvFunction(torch.autograd.Function):
         stride, padding, dilation, groups, ps, mode, probe, seed = ctx.meta
         saved = ctx.saved_tensors
         weight = saved[0]
-        # e.g. expanded by sum()/mean(): materialise once (in the input's layout), not per use
+        # dY is used in the layout it arrives in when that is dense (a mean() loss hands a
+        # channels-last network a row-major dY: converting it would keep two copies alive);
+        # otherwise (e.g. expanded by sum()) it is materialised once, in the input's layout
+        if gy.is_contiguous():
+            ctx.perm = list(range(gy.dim()))
+        elif _layout_perm(gy) != list(range(gy.dim())):
+            ctx.perm = _layout_perm(gy)
         gy = gy.contiguous(memory_format=_memory_format(getattr(ctx, "perm", None)))
         d = weight.dim() - 2
         x_shape = ctx.x_shape
