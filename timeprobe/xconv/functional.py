@@ -50,7 +50,7 @@ On the CPU the forward convolution and, for stride 1, the input gradient (a conv
 with the flipped kernel) are also computed in bands of output rows through one reused
 buffer (:func:`_conv_rows`): oneDNN otherwise converts whole activations to its blocked
 layout and back around every call, which costs more memory traffic than the arithmetic
-and an extra activation of peak memory. Same kernels, same results.
+and an extra activation of peak memory. Same kernels, same results (to rounding).
 
 ``mode="channel"`` — the same spatial probes for every channel,
 :math:`\mathbf{Z}\in\mathbb{R}^{N\times r}`, :math:`\bar{\mathbf{X}}\in\mathbb{R}^{b\times c_i\times r}`
@@ -239,9 +239,9 @@ def _conv_rows(x, weight, bias, stride, padding, dilation, groups, budget):
     convolution (activation-sized copies, freshly page-faulted). Fed a band of rows at a
     time through one reused, cache-sized buffer (input rows with the kernel's halo, zero
     rows at the borders), it does the same arithmetic with a fraction of the memory traffic
-    and without the activation-sized transients. The result is identical (same kernel, same
-    summation order per output element). Other devices, and inputs that fit one band, take
-    the single call."""
+    and without the activation-sized transients. The result equals the single call's to
+    rounding (same kernels). Other devices, and inputs that fit one band, take the single
+    call."""
     d = x.dim() - 2
     b, ci, H = x.shape[:3]
     k0, s0, p0, d0 = weight.shape[2], stride[0], padding[0], dilation[0]
