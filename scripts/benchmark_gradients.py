@@ -300,7 +300,7 @@ def probed_fwd_adj(model0, q, d, r):
     dt, nt = computational_axis(model0, q.geometry, d.geometry)
     wc = to_computational(q.arrays[0], q.geometry, dt, nt)
     sc, rc = q.geometry.coordinates[0], d.geometry.coordinates[0]
-    probing = _probing_for_shot(GradientOptions(ps=r), wc, dt, nt, None, d[0], np_.random.default_rng(0))
+    probing = _probing_for_shot(GradientOptions(ps=r), wc, dt, nt, d[0], np_.random.default_rng(0))
 
     def run():
         rec, ubar = run_forward(model0, sc, wc, rc, dt, nt, probing=probing)

@@ -59,7 +59,7 @@ def child(model_path, config, ps, block, mode):
         # the probing fwi_objective will build for this shot (same seed): its operators, compiled now
         wc = to_computational(q.arrays[0], q.geometry, dt, nt)
         opts = GradientOptions(ps=ps, mode=mode, block=block)
-        probing = _probing_for_shot(opts, wc, dt, nt, None, d[0], _shot_seeds(0, 1)[0])
+        probing = _probing_for_shot(opts, wc, dt, nt, d[0], _shot_seeds(0, 1)[0])
         key = _probe_key(probing, m)
         _op_forward(ws, probing=key)
         _op_adjoint(ws, probing=key, src_interp=False)

@@ -68,7 +68,7 @@ def main(argv=None):
     def probed(method, subsample, block=None):
         opts = GradientOptions(ps=a.ps, subsample=subsample, method=method, block=block)
         def run():
-            p = _probing_for_shot(opts, wc, dt, nt, d, d, np.random.default_rng(0))
+            p = _probing_for_shot(opts, wc, dt, nt, d, np.random.default_rng(0))
             r, ub = run_forward(init, sc, wc, rc, dt, nt, probing=p)
             return run_adjoint(init, rc, y, dt, nt, probing=p, ubar=ub, restore_ubar=False)[1], p
         return run

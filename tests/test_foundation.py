@@ -44,6 +44,10 @@ def test_model_errors(tmp_path):
     model = tp.Model(vp=vp, spacing=10.0)
     with pytest.raises(ValueError, match="stability"):
         model.dt = 1.01 * model.stability_limit
+    model.dt = 0.99 * model.stability_limit
+    assert model.with_m(model.m * 1.1).dt == model.dt  # slower: the fixed dt is kept
+    with pytest.raises(ValueError, match="stability"):
+        model.with_m(model.m / 1.1)  # faster velocities: the fixed dt would be unstable
     with pytest.raises(FileNotFoundError):
         tp.Model.from_h5(tmp_path / "missing.h5")
     import h5py

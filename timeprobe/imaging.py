@@ -285,7 +285,7 @@ def rtm(model, q, d, ps=64, ic="isic", illumination=True, mode="QR", seed=None, 
                 Q = np.eye(nt, dtype=np.float32)
                 probing = Probing(Q, subsample=1, method=method, block=block or 4, direct=False)
             else:
-                probing = _probing_for_shot(opts, wc, dt, nt, d[i], d[i], rngs[i])
+                probing = _probing_for_shot(opts, wc, dt, nt, d[i], rngs[i])
                 probing.direct = shifts is None and ic != "isic"
             _, ubar_f, lam = run_forward(model, src_coords, wc, rec_coords, dt, nt, probing=probing,
                                          illumination=True)

@@ -158,13 +158,17 @@ class Model:
         return cls(m=arr, **kwargs)
 
     def with_m(self, m):
-        """A model identical to this one (grid, nbl, order, dt) but with squared slowness ``m``."""
+        """A model identical to this one (grid, nbl, order, dt) but with squared slowness ``m``.
+
+        A fixed dt is re-checked against the new model's stability limit (``ValueError``
+        if faster velocities make it unstable)."""
         m = np.asarray(m)
         if m.shape != self.shape:
             raise ValueError(f"m has shape {m.shape}, the model has shape {self.shape}")
         new = Model(m=m, spacing=self.spacing, origin=self.origin, nbl=self.nbl,
                     space_order=self.space_order, cfl=self.cfl, dtype=self.dtype)
-        new._dt = self._dt
+        if self._dt is not None:
+            new.dt = self._dt
         return new
 
     def copy(self):

@@ -119,9 +119,9 @@ def _default_block(r):
     return 4
 
 
-def _probing_for_shot(opts, wavelet_c, dt, nt, d_shot, probe_data, rng):
-    # d_shot is unused (kept for callers' signature); probe_data designs the QR/Hutch++ probes
-    """Design the probes of one shot on its sub-sampled computational axis."""
+def _probing_for_shot(opts, wavelet_c, dt, nt, probe_data, rng):
+    """Design the probes of one shot on its sub-sampled computational axis (``probe_data``:
+    the shot record that designs QR/Hutch++ probes)."""
     from .probing import design_probes
     r = opts.ps
     if r > nt:
@@ -168,7 +168,7 @@ def _shot_gradient(model, q, rec_geometry, adjoint_traces, opts, rng, probe_data
     if opts.ps is None:
         rec, usave = run_forward(model, src_coords, wc, rec_coords, dt, nt, save=True)
     else:
-        probing = _probing_for_shot(opts, wc, dt, nt, None, probe_data, rng)
+        probing = _probing_for_shot(opts, wc, dt, nt, probe_data, rng)
         rec, ubar = run_forward(model, src_coords, wc, rec_coords, dt, nt, probing=probing)
     y = adjoint_traces(rec, dt, nt)
     del rec  # the traces' buffer now holds y (or, if y is a new array, is freed here)
