@@ -180,17 +180,14 @@ class _RowProbes:
             self.cache[j] = z
         return z
 
-    def _release_below(self, j0):
-        for j in [j for j in self.cache if j < j0]:
-            del self.cache[j]
-
     def fill(self, out, a0):
         """Write probe rows ``[a0, a0 + out.shape[2])`` into ``out`` (any layout), block by
         block; cached blocks below ``a0`` are released, the last one is kept for the next
         tile's halo."""
         a1 = a0 + out.shape[2]
         j0, j1 = a0 // self.hb, (a1 - 1) // self.hb
-        self._release_below(j0)
+        for j in [j for j in self.cache if j < j0]:
+            del self.cache[j]
         for j in range(j0, j1 + 1):
             lo, hi = max(a0, j * self.hb), min(a1, (j + 1) * self.hb)
             out.narrow(2, lo - a0, hi - lo).copy_(self.block(j).narrow(2, lo - j * self.hb,
@@ -231,6 +228,29 @@ def probes_for(seed, ps, x_shape, probe="rademacher", mode="all", max_probe_byte
     return _RowProbes(seed, ps, tuple(x_shape), hb, probe, device, dtype).full()
 
 
+def _band_rows(o0, o1, s0, p0, d0, k0, H):
+    """Input rows ``[i0, i1)`` that output rows ``[o0, o1)`` read along the first spatial
+    axis (``i0 < 0`` / ``i1 > H`` reach into the zero padding), and their part ``[a0, a1)``
+    inside the input (empty, ``a1 <= a0``, when the band sees only padding)."""
+    i0 = o0 * s0 - p0
+    i1 = (o1 - 1) * s0 - p0 + d0 * (k0 - 1) + 1
+    return i0, i1, max(i0, 0), min(i1, H)
+
+
+def _fill_band(t, i0, a0, a1, write):
+    """Fill the band buffer ``t`` (input rows ``[i0, i0 + t.shape[2])``): zero rows outside
+    ``[a0, a1)`` (padding, never a wrap-around), ``write(dst, a0)`` for the rows inside."""
+    if a1 <= a0:
+        t.zero_()
+        return t
+    if a0 > i0:
+        t.narrow(2, 0, a0 - i0).zero_()
+    if i0 + t.shape[2] > a1:
+        t.narrow(2, a1 - i0, i0 + t.shape[2] - a1).zero_()
+    write(t.narrow(2, a0 - i0, a1 - a0), a0)
+    return t
+
+
 def _conv_rows(x, weight, bias, stride, padding, dilation, groups, budget):
     """``aten.convolution(x, weight, bias, ...)`` computed band by band of output rows (first
     spatial axis) on the CPU.
@@ -259,20 +279,14 @@ def _conv_rows(x, weight, bias, stride, padding, dilation, groups, budget):
     y = torch.empty((b, weight.shape[0], *out_sp), **opts)
     buf = torch.empty((b, ci, (ob - 1) * s0 + d0 * (k0 - 1) + 1) + tuple(x.shape[3:]), **opts)
     pad_rest = [0] + list(padding[1:])
+
+    def rows_of_x(dst, a0):
+        dst.copy_(x.narrow(2, a0, dst.shape[2]))
+
     for o0 in range(0, Ho, ob):
         o1 = min(Ho, o0 + ob)
-        i0 = o0 * s0 - p0
-        i1 = (o1 - 1) * s0 - p0 + d0 * (k0 - 1) + 1
-        a0, a1 = min(max(i0, 0), i1), max(min(i1, H), i0)
-        t = buf.narrow(2, 0, i1 - i0)
-        if a1 <= a0:
-            t.zero_()
-        else:
-            if a0 > i0:
-                t.narrow(2, 0, a0 - i0).zero_()
-            if i1 > a1:
-                t.narrow(2, a1 - i0, i1 - a1).zero_()
-            t.narrow(2, a0 - i0, a1 - a0).copy_(x.narrow(2, a0, a1 - a0))
+        i0, i1, a0, a1 = _band_rows(o0, o1, s0, p0, d0, k0, H)
+        t = _fill_band(buf.narrow(2, 0, i1 - i0), i0, a0, a1, rows_of_x)
         y.narrow(2, o0, o1 - o0).copy_(torch.ops.aten.convolution(
             t, weight, bias, stride, pad_rest, dilation, False, [0] * d, groups))
     return y
@@ -372,8 +386,8 @@ class _XConvFunction(torch.autograd.Function):
         return y
 
     @staticmethod
-    def _weight_grad_all(ctx, gy, xbar, weight, stride, padding, dilation, groups, ps, probe,
-                         seed):
+    def _weight_grad_all(ctx, gy, perm, xbar, weight, stride, padding, dilation, groups, ps,
+                         probe, seed):
         """sum over tiles of output rows [o0, o1) of conv_weight(P Z[rows], G[o0:o1]) with
         G = Xbar^T dY (r pseudo-samples): one pass over dY, probes regenerated per tile.
 
@@ -393,7 +407,6 @@ class _XConvFunction(torch.autograd.Function):
         ob = max(1, min(Ho, budget // per_row)) if probe != "orthogonal" else Ho
         zrows = (ob - 1) * s0 + d0 * (k0 - 1) + 1
         d = weight.dim() - 2
-        perm = ctx.perm
         fmt = _memory_format(perm)
         opts = dict(device=gy.device, dtype=gy.dtype, memory_format=fmt)
         gbuf = torch.empty((ps, co, ob) + out_rest, **opts)
@@ -402,17 +415,10 @@ class _XConvFunction(torch.autograd.Function):
         gw = None
         for o0 in range(0, Ho, ob):
             o1 = min(Ho, o0 + ob)
-            i0 = o0 * s0 - p0                         # first input row used (may be < 0)
-            i1 = (o1 - 1) * s0 - p0 + d0 * (k0 - 1) + 1  # one past the last row used
-            a0, a1 = max(i0, 0), min(i1, H)
+            i0, i1, a0, a1 = _band_rows(o0, o1, s0, p0, d0, k0, H)
             if a1 <= a0:
                 continue                               # tile sees only zero padding
-            z = zbuf.narrow(2, 0, i1 - i0)
-            if a0 > i0:                                # zero fill at the borders (never wrap)
-                z.narrow(2, 0, a0 - i0).zero_()
-            if i1 > a1:
-                z.narrow(2, a1 - i0, i1 - a1).zero_()
-            zs.fill(z.narrow(2, a0 - i0, a1 - a0), a0)
+            z = _fill_band(zbuf.narrow(2, 0, i1 - i0), i0, a0, a1, zs.fill)
             G = gbuf.narrow(2, 0, o1 - o0)
             _pseudo_batch_rows(G, xbar_t, gy, o0, perm)
             part = torch.ops.aten.convolution_backward(
@@ -432,11 +438,10 @@ class _XConvFunction(torch.autograd.Function):
         # dY is used in the layout it arrives in when that is dense (a mean() loss hands a
         # channels-last network a row-major dY: converting it would keep two copies alive);
         # otherwise (e.g. expanded by sum()) it is materialised once, in the input's layout
-        if gy.is_contiguous():
-            ctx.perm = list(range(gy.dim()))
-        elif _layout_perm(gy) != list(range(gy.dim())):
-            ctx.perm = _layout_perm(gy)
-        gy = gy.contiguous(memory_format=_memory_format(getattr(ctx, "perm", None)))
+        perm = _layout_perm(gy)
+        if perm == list(range(gy.dim())) and not gy.is_contiguous():
+            perm = getattr(ctx, "perm", perm)  # set by mode="all"; row-major otherwise
+        gy = gy.contiguous(memory_format=_memory_format(perm))
         d = weight.dim() - 2
         x_shape = ctx.x_shape
         gx = gw = gb = None
@@ -451,7 +456,7 @@ class _XConvFunction(torch.autograd.Function):
             b, co = gy.shape[0], gy.shape[1]
             out_sp = tuple(gy.shape[2:])
             if mode == "all":
-                gw = _XConvFunction._weight_grad_all(ctx, gy, xbar, weight, stride, padding,
+                gw = _XConvFunction._weight_grad_all(ctx, gy, perm, xbar, weight, stride, padding,
                                                      dilation, groups, ps, probe, seed)
             else:
                 ci = x_shape[1]
