@@ -480,6 +480,8 @@ def test_construction_errors():
         convert_net(nn.Sequential(nn.Conv2d(1, 1, 1)), ps=-2)
     with pytest.raises(ValueError, match="ps"):
         xconv2d(torch.randn(1, 1, 3, 3), torch.randn(1, 1, 1, 1), ps=-1)
+    with pytest.raises(ValueError, match="input has 5 channels"):  # not a band's shape
+        Xconv2D(3, 4, 3, padding=1, ps=4, max_probe_bytes=1)(torch.randn(2, 5, 8, 8))
 
 
 def test_unbatched_and_ps0_are_nn_conv():

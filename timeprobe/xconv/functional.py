@@ -528,6 +528,11 @@ def xconv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *
     if input.dim() != d + 2:
         raise ValueError(f"expected a {d + 1}-d (unbatched) or {d + 2}-d (batched) input for a "
                          f"{d}-d convolution, got shape {tuple(input.shape)}")
+    if input.shape[1] != weight.shape[1] * groups:
+        # checked here: the CPU row bands would otherwise report a band's shape, not the input's
+        raise ValueError(f"input has {input.shape[1]} channels, the weight of shape "
+                         f"{tuple(weight.shape)} with groups={groups} expects "
+                         f"{weight.shape[1] * groups}")
     stride = _tup(stride, d, "stride")
     dilation = _tup(dilation, d, "dilation")
     if isinstance(padding, str):
