@@ -80,6 +80,7 @@ CACHE = Path(os.environ.get("TIMEPROBE_BENCH_CACHE", tempfile.gettempdir())) / "
 
 import timeprobe as tp  # noqa: E402
 from timeprobe.io import peak_memory_mb, reset_peak_memory  # noqa: E402
+from timeprobe.probing import DEFAULT_BLOCK  # noqa: E402
 
 MIB = 2.0 ** 20
 FLOAT = 4  # bytes (float32 fields)
@@ -216,7 +217,8 @@ def setup(case, t=None):
 def case_info(model0, q, d):
     """Sizes the memory formulas need: N (padded grid), N_h (with the space-order halo), N_r (the
     probe region: physical domain + space_order/2), nt, dt."""
-    from timeprobe.propagators import computational_axis, probe_margin
+    from timeprobe.geometry import computational_axis
+    from timeprobe.probe_buffers import probe_margin
     dt, nt = computational_axis(model0, q.geometry, d.geometry)
     so = model0.space_order
     return dict(shape=list(model0.shape), shape_padded=list(model0.shape_padded), dt=float(dt), nt=int(nt),
@@ -229,7 +231,8 @@ def case_info(model0, q, d):
 # --------------------------------------------------------------------------- one configuration
 def plain_fwd_adj(model0, q, d, adjoint=True):
     """Plain forward (+ adjoint) propagation of one shot: no storage, no probing."""
-    from timeprobe.propagators import computational_axis, run_adjoint, run_forward, to_computational
+    from timeprobe.geometry import computational_axis, to_computational
+    from timeprobe.propagators import run_adjoint, run_forward
     dt, nt = computational_axis(model0, q.geometry, d.geometry)
     wc = to_computational(q.arrays[0], q.geometry, dt, nt)
     rec, _ = run_forward(model0, q.geometry.coordinates[0], wc, d.geometry.coordinates[0], dt, nt)
@@ -252,8 +255,8 @@ def run_config(model0, q, d, cfg):
 
 def auto_k(model0, q, d, r):
     """The time-subsampling factor probing picks for this shot (``subsample="auto"``)."""
-    from timeprobe.objectives import default_subsample
-    from timeprobe.propagators import computational_axis, to_computational
+    from timeprobe.probing import default_subsample
+    from timeprobe.geometry import computational_axis, to_computational
     dt, nt = computational_axis(model0, q.geometry, d.geometry)
     return int(default_subsample(to_computational(q.arrays[0], q.geometry, dt, nt), dt, nt, r))
 
@@ -295,12 +298,13 @@ def probed_fwd_adj(model0, q, d, r):
     once, outside: the sweep isolates how the propagation cost scales; the design, the residual
     and the other per-call work of ``fwi_objective`` are fixed costs, in the table's timings)."""
     import numpy as np_
-    from timeprobe.objectives import GradientOptions, _probing_for_shot
-    from timeprobe.propagators import computational_axis, run_adjoint, run_forward, to_computational
+    from timeprobe.probing import ProbingOptions, probes_for_shot
+    from timeprobe.geometry import computational_axis, to_computational
+    from timeprobe.propagators import run_adjoint, run_forward
     dt, nt = computational_axis(model0, q.geometry, d.geometry)
     wc = to_computational(q.arrays[0], q.geometry, dt, nt)
     sc, rc = q.geometry.coordinates[0], d.geometry.coordinates[0]
-    probing = _probing_for_shot(GradientOptions(ps=r), wc, dt, nt, d[0], np_.random.default_rng(0))
+    probing = probes_for_shot(ProbingOptions(ps=r), wc, dt, nt, d[0], np_.random.default_rng(0))
 
     def run():
         rec, ubar = run_forward(model0, sc, wc, rc, dt, nt, probing=probing)
@@ -330,15 +334,10 @@ def worker_sweep(case, t, r, repeats=1):
     probe()
     peak = vmhwm_mb()
     info = case_info(model0, q, d)
-    return dict(case=case, T=t, r=r, k=auto_k(model0, q, d, r), B=_default_block(r),
+    return dict(case=case, T=t, r=r, k=auto_k(model0, q, d, r), B=DEFAULT_BLOCK,
                 plain_s=min(tpl), probe_s=min(tpr), ratio=min(tpr) / min(tpl), plain_all_s=tpl,
                 probe_all_s=tpr, base_mb=base, peak_mb=peak, working_mb=peak - base, peak_reset=reset,
                 **info)
-
-
-def _default_block(r):
-    from timeprobe.objectives import _default_block as b
-    return int(b(r))
 
 
 def run_worker(payload):
@@ -408,11 +407,11 @@ def table_configs(case, r, k, B):
     ncp = -(-(r + B + 1) // 2)  # DevitoCheckpoint keeps time_order = 2 levels of u: 2·c·N_h floats
     cfgs = [dict(name="full", strategy="full"),
             dict(name=f"dft_nf{r // 2}", strategy="dft", opts=dict(nf=r // 2, seed=0)),
-            dict(name=f"probe_r{r}", strategy="probe", opts=dict(r=r, seed=0)),
+            dict(name=f"probe_r{r}", strategy="probe", opts=dict(ps=r, seed=0)),
             dict(name=f"checkpoint_c{ncp}", strategy="checkpoint", opts=dict(n_checkpoints=ncp)),
             dict(name=f"subsample_k{k}", strategy="subsample", opts=dict(k=k))]
     if case == "overthrust2d":
-        cfgs += [dict(name=f"probe_r{r}_B{b}", strategy="probe", opts=dict(r=r, seed=0, block=b))
+        cfgs += [dict(name=f"probe_r{r}_B{b}", strategy="probe", opts=dict(ps=r, seed=0, block=b))
                  for b in (8, 16) if b != B]
     cfgs += [dict(name="plain", strategy="plain"), dict(name="plain_forward", strategy="plain_forward")]
     return cfgs
@@ -446,7 +445,7 @@ def expected_memory(cfg, info, B):
         return "⌈(nt+1)/k⌉·N + 3·N_h + N", ns * N + 3 * Nh + N
     if s in ("probe", "dft"):
         b = o.get("block") or B
-        r = o["r"] if s == "probe" else 2 * o["nf"]
+        r = o["ps"] if s == "probe" else 2 * o["nf"]
         lead = "r" if s == "probe" else "2nf"
         return f"({lead}+B+1)·N_r, B={b}", (r + b + 1) * info["N_r"]
     if s == "checkpoint":
@@ -479,7 +478,7 @@ def part_table(cases, r, repeats, tmp):
         measure(dict(name="plain_forward", strategy="plain_forward"))
         model0, q, d = setup(case, t)
         info = case_info(model0, q, d)
-        k, B = auto_k(model0, q, d, r), _default_block(r)
+        k, B = auto_k(model0, q, d, r), DEFAULT_BLOCK
         info.update(case=case, T=t, r=r, k_auto=k, B=B)
         cfgs = table_configs(case, r, k, B)
         for cfg in cfgs:
@@ -517,7 +516,7 @@ def column_title(cfg, info):
     s, o = cfg["strategy"], cfg.get("opts", {})
     title = SEED[s][0]
     if s == "probe":
-        title += f" r={o['r']}" + (f" B={o['block']}" if "block" in o else f" B={info['B']}")
+        title += f" r={o['ps']}" + (f" B={o['block']}" if "block" in o else f" B={info['B']}")
     elif s == "dft":
         title += f" nf={o['nf']}"
     elif s == "checkpoint":
@@ -581,16 +580,16 @@ def markdown_table(table, header):
 # --------------------------------------------------------------------------- speed
 def part_speed(case, t, r, repeats=3, eq_repeats=1):
     model0, q, d = setup(case, t)
-    B = _default_block(r)
+    B = DEFAULT_BLOCK
     ncp = -(-(r + B + 1) // 2)
     cfgs = [dict(name="plain_fwd_adj", strategy="plain"),
-            dict(name="probe_blocked_auto", strategy="probe", opts=dict(r=r, seed=0)),
-            dict(name="probe_blocked_k1", strategy="probe", opts=dict(r=r, seed=0, subsample=1))]
-    cfgs += [dict(name=f"probe_blocked_B{b}", strategy="probe", opts=dict(r=r, seed=0, block=b))
+            dict(name="probe_blocked_auto", strategy="probe", opts=dict(ps=r, seed=0)),
+            dict(name="probe_blocked_k1", strategy="probe", opts=dict(ps=r, seed=0, subsample=1))]
+    cfgs += [dict(name=f"probe_blocked_B{b}", strategy="probe", opts=dict(ps=r, seed=0, block=b))
              for b in (4, 8, 16) if b != B]
     cfgs += [dict(name="full", strategy="full"),
              dict(name=f"checkpoint_c{ncp}", strategy="checkpoint", opts=dict(n_checkpoints=ncp)),
-             dict(name="probe_eq_auto", strategy="probe", opts=dict(r=r, seed=0, method="eq"))]
+             dict(name="probe_eq_auto", strategy="probe", opts=dict(ps=r, seed=0, method="eq"))]
     times = {c["name"]: [] for c in cfgs}
     grads = {}
     for c in cfgs:  # warm-up: compile every operator outside the timings

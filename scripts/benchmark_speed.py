@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 
 import timeprobe as tp
-from timeprobe.objectives import GradientOptions, _probing_for_shot
-from timeprobe.propagators import (computational_axis, from_computational,
-                                   from_computational_adjoint, run_adjoint, run_forward,
-                                   to_computational)
+from timeprobe.geometry import computational_axis, from_computational, from_computational_adjoint, to_computational
+from timeprobe.probing import ProbingOptions, probes_for_shot
+from timeprobe.propagators import run_adjoint, run_forward
 
 
 def main(argv=None):
@@ -66,9 +65,9 @@ def main(argv=None):
         return run_adjoint(init, rc, y, dt, nt, usave=u)[1]
 
     def probed(method, subsample, block=None):
-        opts = GradientOptions(ps=a.ps, subsample=subsample, method=method, block=block)
+        opts = ProbingOptions(ps=a.ps, subsample=subsample, method=method, block=block)
         def run():
-            p = _probing_for_shot(opts, wc, dt, nt, d, np.random.default_rng(0))
+            p = probes_for_shot(opts, wc, dt, nt, d, np.random.default_rng(0))
             r, ub = run_forward(init, sc, wc, rc, dt, nt, probing=p)
             return run_adjoint(init, rc, y, dt, nt, probing=p, ubar=ub, restore_ubar=False)[1], p
         return run

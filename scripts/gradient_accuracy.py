@@ -54,8 +54,8 @@ def main(argv=None):
     from tqdm.auto import tqdm
 
     import timeprobe as tp
-    from timeprobe.objectives import GradientOptions, _probing_for_shot
-    from timeprobe.propagators import computational_axis, to_computational
+    from timeprobe.probing import ProbingOptions, probes_for_shot
+    from timeprobe.geometry import computational_axis, to_computational
 
     out = Path(a.out)
     if out.exists():
@@ -131,7 +131,7 @@ def main(argv=None):
     wc = to_computational(q.arrays[0], q.geometry, dt, nt)
     fig, axs = plt.subplots(1, len(a.modes), figsize=(3 * len(a.modes), 3), squeeze=False)
     for ax, mode in zip(axs[0], a.modes):
-        p = _probing_for_shot(GradientOptions(ps=32, mode=mode), wc, dt, nt, d, np.random.default_rng(a.seed))
+        p = probes_for_shot(ProbingOptions(ps=32, mode=mode), wc, dt, nt, d, np.random.default_rng(a.seed))
         P = p.Q.astype(np.float64) @ p.Q.T.astype(np.float64)
         lim = np.abs(P).max()
         ax.imshow(P, cmap="seismic", vmin=-lim, vmax=lim)

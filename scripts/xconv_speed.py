@@ -51,10 +51,10 @@ def breakdown(w, x, gy, reps, run):
     """Median seconds of the pieces of one layer's forward + backward: what nn.Conv2d runs
     (library forward, fused dX+dW backward, and dW alone) and the exact pieces XConv runs
     (row-band forward and input gradient on the CPU; the library's elsewhere)."""
-    from timeprobe.xconv.functional import _budget, _conv_rows, _input_grad
+    from timeprobe.xconv.functional import band_budget, conv_rows, input_grad_rows
     conv_bwd = torch.ops.aten.convolution_backward
     args = ([1, 1], [1, 1], [1, 1])
-    budget = _budget(x.numel() * x.element_size(), None)
+    budget = band_budget(x.numel() * x.element_size(), None)
     parts = {
         "library_forward": lambda: torch.ops.aten.convolution(x, w, None, *args, False, [0, 0], 1),
         "library_backward_dx_dw": lambda: conv_bwd(gy, x, w, None, *args, False, [0, 0], 1,
@@ -62,8 +62,8 @@ def breakdown(w, x, gy, reps, run):
         "library_dw_only": lambda: conv_bwd(gy, x, w, None, *args, False, [0, 0], 1,
                                             (False, True, False)),
         "library_dx_only": lambda: torch.ops.aten.convolution(gy, w, None, *args, True, [0, 0], 1),
-        "band_forward": lambda: _conv_rows(x, w, None, *args, 1, budget),
-        "band_dx": lambda: _input_grad(gy, w, tuple(x.shape), *args, 1, budget),
+        "band_forward": lambda: conv_rows(x, w, None, *args, 1, budget),
+        "band_dx": lambda: input_grad_rows(gy, w, tuple(x.shape), *args, 1, budget),
     }
     times = {k: [] for k in parts}
     for k, f in parts.items():

@@ -10,8 +10,9 @@ import pytest
 distributed = pytest.importorskip("distributed")
 
 import timeprobe as tp  # noqa: E402
-from timeprobe.objectives import GradientOptions  # noqa: E402
-from timeprobe.parallel import close_client, local_client, parallel_objective, shot_task  # noqa: E402
+from timeprobe.objectives import shot_objective  # noqa: E402
+from timeprobe.parallel import close_client, local_client, reduce_shots  # noqa: E402
+from timeprobe.probing import ProbingOptions, shot_generators  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import acquisition, layered_model  # noqa: E402
@@ -44,7 +45,7 @@ def crash_first_attempt(marker_dir, model, q_i, d_i, opts, rng):
     if not marker.exists():
         marker.write_text(str(os.getpid()))
         os._exit(1)
-    return shot_task(model, q_i, d_i, opts, rng)
+    return shot_objective(model, q_i, d_i, opts, rng)
 
 
 @pytest.mark.parametrize("ps", [None, 8])
@@ -68,10 +69,11 @@ def test_scheduler_address_string(case, client):
 def test_worker_loss_recovers(case, client, tmp_path):
     """Every shot's first attempt kills its worker: the shots are rerun, none dropped or doubled."""
     model0, q, d = case
-    opts = GradientOptions(ps=8)
+    opts = ProbingOptions(ps=8)
     f_s, g_s = tp.fwi_objective(model0, q, d, ps=8, seed=5)
     task = functools.partial(crash_first_attempt, str(tmp_path))
-    f_p, g_p = parallel_objective(model0, q, d, opts, seed=5, client=client, task=task)
+    f_p, g_p = reduce_shots(task, model0, q, d, opts, shot_generators(5, q.nshots), client=client)
+    g_p = model0.unpad(g_p).astype(np.float32)
     assert len(list(tmp_path.iterdir())) == q.nshots  # every shot did lose a worker once
     assert f_p == f_s
     np.testing.assert_allclose(g_p, g_s, rtol=0, atol=1e-5 * np.abs(g_s).max())
@@ -81,8 +83,8 @@ def test_worker_loss_recovers(case, client, tmp_path):
 def test_bad_client(case):
     model0, q, d = case
     with pytest.raises(TypeError, match="client"):
-        parallel_objective(model0, q, d, GradientOptions(), client=42)
-    with pytest.raises(TypeError, match="GradientOptions"):
-        parallel_objective(model0, q, d, {"ps": 4}, client="tcp://127.0.0.1:1")
+        tp.fwi_objective(model0, q, d, client=42)
+    with pytest.raises(ValueError, match="generators"):
+        reduce_shots(shot_objective, model0, q, d, ProbingOptions(), shot_generators(0, 1), client="x")
     with pytest.raises(ValueError, match="n_workers"):
         local_client(0)

@@ -3,9 +3,11 @@ import numpy as np
 import pytest
 
 import timeprobe as tp
-from timeprobe.kernels import workspace
-from timeprobe.objectives import GradientOptions
-from timeprobe.propagators import _op_adjoint, _op_forward, computational_axis, probe_margin
+from timeprobe.geometry import computational_axis
+from timeprobe.operators import adjoint_operator, forward_operator
+from timeprobe.probe_buffers import ProbeLayout, probe_margin
+from timeprobe.probing import ProbingOptions
+from timeprobe.workspace import workspace
 
 from conftest import acquisition, layered_model
 
@@ -93,8 +95,8 @@ def test_probed_path_holds_no_time_history():
     N = int(np.prod(ws.shape))
     nt = 200  # any history would be nt·N floats: well above the bound below
     for method in ("eq", "blocked"):
-        key = (method, r, k, B, True, probe_margin(model))
-        ops = [_op_forward(ws, probing=key), _op_adjoint(ws, probing=key, src_interp=False)]
+        layout = ProbeLayout(method, r, k, B, True, probe_margin(model))
+        ops = [forward_operator(ws, probing=layout), adjoint_operator(ws, probing=layout)]
         for op in ops:
             names = set()
             for f in op.input:
@@ -123,7 +125,7 @@ def test_bad_probing_input(case):
     with pytest.raises(ValueError, match="mode"):
         tp.fwi_objective(model0, q, d, ps=4, mode="sobol")
     with pytest.raises(ValueError, match="subsample"):
-        GradientOptions(ps=4, subsample=0)
+        ProbingOptions(ps=4, subsample=0)
     from timeprobe.probing import design_probes
     with pytest.raises(ValueError, match="data"):
         design_probes("QR", 100, 8, data=None)

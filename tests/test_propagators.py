@@ -105,46 +105,11 @@ def test_gradient_matches_devito_acoustic_solver():
     assert rel_g <= 1e-3, rel_g
 
 
-def test_release_frees_buffers_without_garbage_collection():
-    """Per-shot Devito functions sit in reference cycles; release() frees their data at once
-    (a view handed out keeps its buffer alive, and only it)."""
-    import gc
-    import weakref
-
-    from timeprobe.kernels import release, workspace
-    model = layered_model(shape=(41, 31), nbl=10)
-    ws = workspace(model)
-    gc.disable()
-    try:
-        f = ws.new_sparse("rec", np.zeros((3, 2)) + 50.0, nt=20)
-        g = ws.new_sparse("rec", np.zeros((3, 2)) + 50.0, nt=20)
-        f.data[:], g.data[:] = 1.0, 2.0  # Devito allocates on first access
-        alive_f, alive_g = weakref.ref(f._data), weakref.ref(g._data)
-        view = g.data[:10].view(np.ndarray)
-        release(f, g)
-        del f, g
-        assert alive_f() is None
-        assert alive_g() is not None  # still referenced by the view
-        del view
-        assert alive_g() is None
-        # a function wrapping a numpy buffer (ExternalAllocator) lets go of it too
-        buf = np.zeros((20, 3), dtype=np.float32)
-        alive_buf = weakref.ref(buf)
-        h = ws.new_sparse("rec", np.zeros((3, 2)) + 50.0, nt=20, buffer=buf)
-        h.data[:] = 3.0
-        del buf
-        release(h)
-        del h
-        assert alive_buf() is None
-    finally:
-        gc.enable()
-
-
 def test_adjoint_source_in_place_equals_copy():
     """run_adjoint injects a source written into run_forward's trace buffer without a copy;
     the result equals the one from a separate array."""
-    from timeprobe.propagators import (_adjoint_source_buffer, computational_axis, run_adjoint,
-                                       run_forward, to_computational)
+    from timeprobe.geometry import computational_axis, to_computational
+    from timeprobe.propagators import adjoint_source_buffer, run_adjoint, run_forward
     model = layered_model(shape=(61, 41), nbl=20)
     q, rec_geom = acquisition(model, nshots=1, nrec=11, t=300.0, dt=1.5)
     dt, nt = computational_axis(model, q.geometry, rec_geom)
@@ -152,9 +117,9 @@ def test_adjoint_source_in_place_equals_copy():
     sc, rc = q.geometry.coordinates[0], rec_geom.coordinates[0]
     rec, _ = run_forward(model, sc, wc, rc, dt, nt)
     copy = np.array(rec)
-    assert _adjoint_source_buffer(rec, nt) is not None
-    assert _adjoint_source_buffer(copy, nt) is None
-    assert _adjoint_source_buffer(rec[:, :5], nt) is None
+    assert adjoint_source_buffer(rec, nt) is not None
+    assert adjoint_source_buffer(copy, nt) is None
+    assert adjoint_source_buffer(rec[:, :5], nt) is None
     srca_copy, _, _ = run_adjoint(model, rc, copy, dt, nt, src_coords=sc)
     srca_inplace, _, _ = run_adjoint(model, rc, rec, dt, nt, src_coords=sc)
     assert np.abs(srca_copy).max() > 0
@@ -164,10 +129,10 @@ def test_adjoint_source_in_place_equals_copy():
 
 @pytest.mark.parametrize("shape", [(7, 5, 3), (4, 6, 5, 2)])
 def test_swap_probe_axis_in_place(shape):
-    from timeprobe.propagators import _swap_probe_axis
+    from timeprobe.probe_buffers import swap_probe_axis
     a = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     b = a.copy()
-    _swap_probe_axis(a, to_inner=True)
+    swap_probe_axis(a, to_inner=True)
     np.testing.assert_array_equal(a.reshape(shape[:-2] + (shape[-1], shape[-2])), np.swapaxes(b, -1, -2))
-    _swap_probe_axis(a, to_inner=False)
+    swap_probe_axis(a, to_inner=False)
     np.testing.assert_array_equal(a, b)

@@ -57,7 +57,7 @@ def test_probe_identity_within_float32_spread(tiny, method):
     spread = _rel(g, g64)
     assert 0 < spread < 1e-3
     _, nt = computational_axis(model0, q.geometry, d.geometry)
-    _, gp = gradient(model0, q, d, "probe", r=nt, mode="identity", subsample=1, seed=0,
+    _, gp = gradient(model0, q, d, "probe", ps=nt, mode="identity", subsample=1, seed=0,
                      method=method)
     assert _rel(gp, g64) < 2 * spread + 1e-7, (_rel(gp, g64), spread)
 

@@ -13,9 +13,13 @@ Main entry points::
     f, g = tp.fwi_objective(model0, q, d, ps=32)       # probed gradient (ps=None: exact)
 
 Units: m, ms, km/s, kHz; squared slowness in s²/km² (see :mod:`timeprobe.model`).
-The PyTorch sibling lives in :mod:`timeprobe.xconv` (imported on first use; torch
-is not needed for the rest of the package).
+
+Only :class:`Model`, :class:`Geometry`, :class:`Data` and the wavelet/resampling helpers are
+imported with the package; the Devito side (propagators, objectives, imaging, …) is imported
+on first use, and the PyTorch sibling :mod:`timeprobe.xconv` needs neither Devito nor
+matplotlib — ``pip install "timeprobe[torch]"`` is enough for it.
 """
+import importlib as _importlib
 import os as _os
 
 # Devito reads its configuration from the environment at import: default to
@@ -25,20 +29,42 @@ _os.environ.setdefault("DEVITO_LOGGING", "WARNING")
 
 from .geometry import Data, Geometry, resample, ricker, time_axis  # noqa: E402
 from .model import Model, smooth_model  # noqa: E402
-from .propagators import adjoint, born, born_adjoint, forward  # noqa: E402
-from .objectives import fwi_objective, jacobian_adjoint  # noqa: E402
-from .imaging import lsrtm_objective, rtm  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["Model", "Geometry", "Data", "ricker", "resample", "time_axis", "smooth_model",
-           "forward", "adjoint", "born", "born_adjoint", "fwi_objective", "jacobian_adjoint"]
-__all__ += ["rtm", "lsrtm_objective"]
+# public name -> module that defines it (imported on first access)
+_LAZY = {
+    "forward": "propagators", "adjoint": "propagators", "born": "propagators",
+    "born_adjoint": "propagators",
+    "fwi_objective": "objectives", "jacobian_adjoint": "objectives",
+    "rtm": "imaging", "lsrtm_objective": "imaging",
+    "gradient": "strategies",
+    "design_probes": "probing", "ProbingOptions": "probing",
+    "read_segy": "io", "write_segy": "io",
+    "spg": "optimize", "lbfgsb": "optimize",
+    "local_client": "parallel",
+}
+_SUBMODULES = ("xconv", "propagators", "objectives", "imaging", "strategies", "probing", "io", "optimize",
+               "parallel", "operators", "workspace", "compat", "probe_buffers", "testing", "utils")
+
+__all__ = ["Model", "Geometry", "Data", "ricker", "resample", "time_axis", "smooth_model"] + list(_LAZY)
 
 
 def __getattr__(name):
-    # Lazy sub-packages: `timeprobe.xconv` needs torch, the rest must not.
-    if name == "xconv":
-        import importlib
-        return importlib.import_module(".xconv", __name__)
-    raise AttributeError(f"module 'timeprobe' has no attribute {name!r}")
+    module = _LAZY.get(name)
+    if module is None and name not in _SUBMODULES:
+        raise AttributeError(f"module 'timeprobe' has no attribute {name!r}")
+    try:
+        mod = _importlib.import_module(f".{module or name}", __name__)
+    except ModuleNotFoundError as e:
+        if e.name == "devito":
+            raise ImportError(f"timeprobe.{name} needs Devito, which is not installed: "
+                              f"pip install 'timeprobe[seismic]' (or 'devito>=4.8.10,<4.9')") from e
+        raise
+    value = getattr(mod, name) if module else mod
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))

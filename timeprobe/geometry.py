@@ -9,18 +9,27 @@
 * :func:`resample` — band-limited (windowed-sinc) interpolation between time
   axes, written as an explicit sparse linear operator so that its adjoint is
   exact (:func:`resampling_operator`).
+* The computational axis (:func:`computational_axis`) and the resampling of traces onto it and
+  back (:func:`to_computational`, :func:`from_computational` and their exact adjoints).
 
 Observed data are usually sampled at 2–4 ms, coarser than the computational
-``dt`` of the propagators; the propagators resample on the way in and out.
+``dt`` of the propagators; the propagators resample on the way in and out:
+wavelets with ``R_in`` (:func:`to_computational`), receiver traces with ``R_out``
+(:func:`from_computational`); adjoint propagators apply ``R_outᵀ`` and ``R_inᵀ``.
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["Geometry", "Data", "ricker", "resample", "resampling_operator", "time_axis"]
+from .utils import fmt
+
+__all__ = ["Geometry", "Data", "ricker", "resample", "resampling_operator", "time_axis",
+           "computational_axis", "to_computational", "from_computational", "to_computational_adjoint",
+           "from_computational_adjoint", "grid_coordinates"]
 
 
 def time_axis(dt, t, t0=0.0):
@@ -115,8 +124,8 @@ class Geometry:
             bad = np.any((c < bounds[:, 0] - tol) | (c > bounds[:, 1] + tol), axis=1)
             if np.any(bad):
                 j = int(np.flatnonzero(bad)[0])
-                raise ValueError(f"shot {s}: {what} {j} at {tuple(c[j])} m lies outside the model "
-                                 f"{[tuple(b) for b in bounds]} m")
+                raise ValueError(f"shot {s}: {what} {j} at {fmt(c[j])} m lies outside the model "
+                                 f"{' × '.join(fmt(b) for b in bounds)} m")
 
     def __eq__(self, other):
         return (isinstance(other, Geometry) and self.nshots == other.nshots
@@ -318,3 +327,75 @@ def resample(traces, t_in, t_out):
         raise ValueError(f"traces have {x.shape[0]} samples, the input time axis {len(t_in)}")
     y = (resampling_operator(t_in, t_out) @ x.astype(np.float64)).astype(np.float32)
     return y[:, 0] if squeeze else y
+
+
+# --------------------------------------------------------------------------- computational axis
+def computational_axis(model, *geometries):
+    """(dt, nt) of the computational axis ``t_n = n·dt``, ``n = 0 … nt−1``, covering the longest
+    recording of ``geometries`` (``dt`` the model's time step, ms)."""
+    t_end = max(g.t for g in geometries)
+    dt = model.dt
+    nt = int(math.ceil(t_end / dt - 1e-4)) + 1  # tolerate float32 round-off in dt
+    return dt, nt
+
+
+_R_CACHE = {}
+
+
+def _resampler(t0_in, dt_in, nt_in, t0_out, dt_out, nt_out, transpose=False):
+    """The (cached) resampling matrix between two uniform axes, or its transpose (CSR)."""
+    key = tuple(round(v, 9) for v in (t0_in, dt_in, nt_in, t0_out, dt_out, nt_out)) + (transpose,)
+    R = _R_CACHE.get(key)
+    if R is None:
+        if len(_R_CACHE) > 64:
+            _R_CACHE.clear()
+        R = resampling_operator(t0_in + dt_in * np.arange(nt_in), t0_out + dt_out * np.arange(nt_out))
+        R = _R_CACHE[key] = (R.T if transpose else R).tocsr()
+    return R
+
+
+_CHUNK = 256  # traces per resampling product: its float64 temporaries stay small
+
+
+def _apply(R, traces, out=None, dtype=np.float32):
+    """``R @ traces`` in float64 arithmetic, stored as ``dtype`` (into ``out`` if given).
+
+    Done a few traces at a time: a whole-record float64 temporary would be several times the
+    record itself and would count in the gradient's peak memory.
+    """
+    traces = np.asarray(traces)
+    if out is None:
+        out = np.empty((R.shape[0],) + traces.shape[1:], dtype=dtype)
+    if traces.ndim == 1:
+        out[:] = R @ traces.astype(np.float64)
+        return out
+    for j in range(0, traces.shape[1], _CHUNK):
+        out[:, j:j + _CHUNK] = R @ traces[:, j:j + _CHUNK].astype(np.float64)
+    return out
+
+
+def to_computational(traces, geometry, dt, nt, out=None, dtype=np.float32):
+    """Traces on ``geometry``'s axis → computational axis (``R_in``)."""
+    return _apply(_resampler(geometry.t0, geometry.dt, geometry.nt, 0.0, dt, nt), traces, out, dtype)
+
+
+def from_computational(traces, geometry, dt, nt, out=None, dtype=np.float32):
+    """Computational-axis traces → ``geometry``'s axis (``R_out``)."""
+    return _apply(_resampler(0.0, dt, nt, geometry.t0, geometry.dt, geometry.nt), traces, out, dtype)
+
+
+def from_computational_adjoint(traces, geometry, dt, nt, out=None, dtype=np.float32):
+    """Exact adjoint ``R_outᵀ`` of :func:`from_computational`."""
+    return _apply(_resampler(0.0, dt, nt, geometry.t0, geometry.dt, geometry.nt, transpose=True),
+                  traces, out, dtype)
+
+
+def to_computational_adjoint(traces, geometry, dt, nt, out=None, dtype=np.float32):
+    """Exact adjoint ``R_inᵀ`` of :func:`to_computational`."""
+    return _apply(_resampler(geometry.t0, geometry.dt, geometry.nt, 0.0, dt, nt, transpose=True),
+                  traces, out, dtype)
+
+
+def grid_coordinates(model, coords):
+    """Physical coordinates (m) → coordinates on the padded Devito grid (origin 0)."""
+    return np.asarray(coords) - np.asarray(model.origin) + model.nbl * np.asarray(model.spacing)

@@ -36,14 +36,15 @@ Subsurface horizontal offsets: ``I(h, x, z) = −(1/dt) Σ_p ū_p(x − h, z)·v
 from __future__ import annotations
 
 import numpy as np
-from devito import Eq, Function, Inc
 
-from .geometry import Data
-from .kernels import build, release, wave_stencil, workspace
-from .objectives import GradientOptions, _probing_for_shot, _shot_seeds, jacobian_adjoint
-from .propagators import (Probing, _check_dm, born, check_inputs, computational_axis, forward,
-                          from_computational_adjoint, grid_coordinates, region_slices, run_adjoint,
-                          run_forward, to_computational)
+from .compat import release
+from .geometry import Data, computational_axis, from_computational_adjoint, to_computational
+from .objectives import jacobian_adjoint
+from .operators import derivatives_operator
+from .probe_buffers import region_slices
+from .probing import DEFAULT_BLOCK, Probing, ProbingOptions, probes_for_shot, shot_generators
+from .propagators import born, check_dm, check_inputs, forward, run_adjoint, run_forward
+from .workspace import use_model
 
 __all__ = ["rtm", "lsrtm_objective", "IMAGING_CONDITIONS", "kspace_filter", "isic_image",
            "probed_image", "offset_shifts"]
@@ -78,7 +79,7 @@ def offset_shifts(model, offsets):
         raise ValueError(f"offsets must be multiples of the x spacing {dx} m, got {h.tolist()}")
     hmax = (model.shape[0] - 1) * dx / 2
     if np.any(np.abs(h) >= hmax):
-        raise ValueError(f"offsets up to {np.abs(h).max()} m exceed the model: |h| must be below "
+        raise ValueError(f"offsets up to {float(np.abs(h).max()):g} m exceed the model: |h| must be below "
                          f"(nx - 1)·dx/2 = {hmax} m")
     return s.astype(int)
 
@@ -119,63 +120,14 @@ def kspace_filter(image, spacing):
     return out[(Ellipsis,) + tuple(slice(0, n) for n in shape)]
 
 
-# --------------------------------------------------------------------------- Devito operators
-def _grad_dot(a, b, dims):
-    return sum(getattr(a, "d" + d.name) * getattr(b, "d" + d.name) for d in dims)
-
-
-def _op_adjoint_isic(ws, grad_save):
-    """Exact ISIC: ``grad −= dt·(usave·Δv + ∇usave·∇v)`` every time step."""
-    key = ("adjoint_isic", grad_save)
-
-    def make():
-        v = ws.field("v")
-        rec, s = ws.sparse("rec"), ws.dt_symbol
-        eqs = [wave_stencil(v, ws.m, ws.damp, forward=False)]
-        eqs += rec.inject(field=v.backward, expr=rec * s**2 / ws.m)
-        usave = ws.field("usave", save=grad_save)
-        grad = ws.function("grad")
-        eqs += [Inc(grad, -s * (usave * v.laplace + _grad_dot(usave, v, ws.space_dims)))]
-        return build(ws, eqs, "AdjointISIC")
-    return ws.operator(key, make)
-
-
-def _op_derivatives(ws):
-    """``(Δf, ∂f/∂x_i …)`` of one compressed field with the propagators' stencils."""
-    key = ("isic_derivatives_op",)
-    if key not in ws._fields:
-        f = Function(name="fin", grid=ws.grid, space_order=ws.space_order, dtype=ws.dtype)
-        outs = [Function(name="flap", grid=ws.grid, space_order=0, dtype=ws.dtype)]
-        outs += [Function(name="fd" + d.name, grid=ws.grid, space_order=0, dtype=ws.dtype)
-                 for d in ws.space_dims]
-        exprs = [f.laplace] + [getattr(f, "d" + d.name) for d in ws.space_dims]
-        op = build(ws, [Eq(o, e) for o, e in zip(outs, exprs)], "Derivatives")
-        ws._fields[key] = (op, f, outs)
-    return ws._fields[key]
-
-
+# --------------------------------------------------------------------------- derivatives
 def _derivatives(model, a):
     """Devito-stencil Laplacian and gradient of a padded field ``a``: ``(lap, [d_x, d_z])``."""
-    ws = workspace(model)
-    with ws.lock:
-        op, f, outs = _op_derivatives(ws)
+    with use_model(model) as ws:
+        op, f, outs = derivatives_operator(ws)
         f.data[:] = a
         op.apply()
         return np.array(outs[0].data), [np.array(o.data) for o in outs[1:]]
-
-
-# --------------------------------------------------------------------------- per-shot runs
-def _run_adjoint_isic_exact(model, rec_coords, rc, dt, nt, usave):
-    ws = workspace(model)
-    with ws.lock:
-        rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), rc, nt=nt + 1)
-        op = _op_adjoint_isic(ws, nt + 1)
-        ws.field("v").data[:] = 0
-        grad = ws.function("grad")
-        grad.data[:] = 0
-        op.apply(rec=rec, usave=usave, dt=dt, time_m=1, time_M=nt - 1)
-        release(rec)
-        return np.array(grad.data)
 
 
 def probed_image(model, ubar, vbar, ic, shifts=(0,), region=None):
@@ -215,8 +167,8 @@ def isic_image(model, ubar, vbar):
 
 
 # --------------------------------------------------------------------------- RTM
-def rtm(model, q, d, ps=64, ic="isic", illumination=True, mode="QR", seed=None, offsets=None, *,
-        subsample="auto", method="blocked", block=None, probe_kwargs=None, eps=1e-3, progress=True):
+def rtm(model, q, d, ps=None, ic="isic", illumination=True, mode="QR", seed=None, offsets=None, *,
+        subsample="auto", method="blocked", block=None, probe_kwargs=None, eps=1e-3, progress=False):
     """Reverse-time migration of ``d`` over all shots, exact (``ps=None``) or probed.
 
     Parameters
@@ -228,7 +180,7 @@ def rtm(model, q, d, ps=64, ic="isic", illumination=True, mode="QR", seed=None, 
     d : Data
         Shot records to migrate (the adjoint field is driven by ``Rᵀ d``).
     ps : int or None
-        Number of probes r (memory r·N per field); None: full wavefield storage (nt·N).
+        Number of probes r (memory r·N per field); None (default): full wavefield storage (nt·N).
     ic : {"as", "isic", "kspace"}
         Imaging condition (module docstring).
     illumination : bool
@@ -236,7 +188,7 @@ def rtm(model, q, d, ps=64, ic="isic", illumination=True, mode="QR", seed=None, 
         forward runs (one extra Devito ``Inc``, no stored field) and return
         ``I / (Λ + eps·max Λ)`` (the gathers are divided the same way).
     mode, seed, subsample, method, block, probe_kwargs
-        Probe design per shot (see :class:`timeprobe.objectives.GradientOptions`);
+        Probe design per shot (see :class:`timeprobe.probing.ProbingOptions`);
         "QR" probes are designed from each shot's ``d``; ``seed`` spawns one
         generator per shot.
     offsets : None or sequence of float
@@ -244,6 +196,8 @@ def rtm(model, q, d, ps=64, ic="isic", illumination=True, mode="QR", seed=None, 
         ``I(h, x, z) = −Σ_p ū_p(x − h, z)·v̄_p(x + h, z)`` (ISIC: the same with the
         ISIC terms). With ``ps=None`` the gathers use identity probes
         (``Q = I``, k = 1: exact, and nt·N memory like full storage).
+    progress : bool
+        A tqdm bar over shots.
 
     Returns
     -------
@@ -256,9 +210,9 @@ def rtm(model, q, d, ps=64, ic="isic", illumination=True, mode="QR", seed=None, 
     _check_ic(ic)
     shifts = None if offsets is None else offset_shifts(model, offsets)
     probed = ps is not None or shifts is not None
-    opts = GradientOptions(ps=ps, mode=mode, subsample=subsample, method=method, block=block,
-                           probe_kwargs=dict(probe_kwargs or {}))
-    rngs = _shot_seeds(seed, q.nshots)
+    opts = ProbingOptions(ps=ps, mode=mode, subsample=subsample, method=method, block=block,
+                          probe_kwargs=probe_kwargs)
+    rngs = shot_generators(seed, q.nshots)
     nout = 1 if shifts is None else len(shifts)
     img = np.zeros((nout,) + model.shape_padded, dtype=np.float64)
     illum = np.zeros(model.shape_padded, dtype=np.float64) if illumination else None
@@ -274,18 +228,17 @@ def rtm(model, q, d, ps=64, ic="isic", illumination=True, mode="QR", seed=None, 
         if not probed:
             _, usave, lam = run_forward(model, src_coords, wc, rec_coords, dt, nt, save=True,
                                         illumination=True)
-            if ic == "isic":
-                grad = _run_adjoint_isic_exact(model, rec_coords, rc, dt, nt, usave)
-            else:
-                _, grad, _ = run_adjoint(model, rec_coords, rc, dt, nt, usave=usave)
+            _, grad, _ = run_adjoint(model, rec_coords, rc, dt, nt, usave=usave,
+                                     ic="isic" if ic == "isic" else "as")
             release(usave)
             img[0] += grad / dt
         else:
             if ps is None:  # exact gathers: identity probes
                 Q = np.eye(nt, dtype=np.float32)
-                probing = Probing(Q, subsample=1, method=method, block=block or 4, direct=False)
+                probing = Probing(Q, subsample=1, method=method, block=block or DEFAULT_BLOCK, direct=False,
+                                  dtype=model.dtype)
             else:
-                probing = _probing_for_shot(opts, wc, dt, nt, d[i], rngs[i])
+                probing = probes_for_shot(opts, wc, dt, nt, d[i], rngs[i], dtype=model.dtype)
                 probing.direct = shifts is None and ic != "isic"
             _, ubar_f, lam = run_forward(model, src_coords, wc, rec_coords, dt, nt, probing=probing,
                                          illumination=True)
@@ -316,7 +269,7 @@ def rtm(model, q, d, ps=64, ic="isic", illumination=True, mode="QR", seed=None, 
 
 
 # --------------------------------------------------------------------------- LS-RTM
-def lsrtm_objective(model, q, d, dm, ps=32, nlind=False, mode="QR", seed=None, *, probe_data=None,
+def lsrtm_objective(model, q, d, dm, ps=None, nlind=False, mode="QR", seed=None, *, probe_data=None,
                     subsample="auto", method="blocked", block=None, probe_kwargs=None, d0=None):
     """Least-squares RTM misfit and gradient w.r.t. the reflectivity ``dm``.
 
@@ -329,7 +282,7 @@ def lsrtm_objective(model, q, d, dm, ps=32, nlind=False, mode="QR", seed=None, *
     Returns ``(f, g)``: float and float32 array of the model's shape.
     """
     check_inputs(model, q, d=d)
-    dm = _check_dm(model, dm)
+    dm = check_dm(model, dm)
     if nlind:
         if d0 is None:
             d0 = forward(model, q, d.geometry)

@@ -95,12 +95,15 @@ class Model:
             raise ValueError(f"model arrays must be 2D (nx, nz) or 3D (nx, ny, nz), got shape {arr.shape}")
         _check_finite_positive("vp" if vp is not None else "m", arr)
         if spacing is None:
-            raise ValueError("spacing (m) is required, one value per axis")
-        spacing = tuple(float(s) for s in np.atleast_1d(spacing))
-        if len(spacing) == 1:
-            spacing = spacing * arr.ndim
-        if len(spacing) != arr.ndim or any(s <= 0 for s in spacing):
-            raise ValueError(f"spacing must hold {arr.ndim} positive values, got {spacing}")
+            raise ValueError("spacing (m) is required: one number (the same on every axis) or one per axis")
+        if np.ndim(spacing) == 0:
+            spacing = (spacing,) * arr.ndim
+        spacing = tuple(float(s) for s in np.ravel(spacing))
+        if len(spacing) != arr.ndim:
+            raise ValueError(f"spacing must hold one value per axis of the {arr.ndim}D model (or be a "
+                             f"single number), got {len(spacing)} value(s): {spacing}")
+        if not all(np.isfinite(s) and s > 0 for s in spacing):
+            raise ValueError(f"spacing must be positive and finite (m), got {spacing}")
         origin = (0.0,) * arr.ndim if origin is None else tuple(float(o) for o in origin)
         if len(origin) != arr.ndim:
             raise ValueError(f"origin must hold {arr.ndim} values, got {origin}")

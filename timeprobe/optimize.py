@@ -489,7 +489,7 @@ def slowness_bounds(vmin=1.3, vmax=6.5, shape=None, dtype=np.float32):
     if not (np.all(np.isfinite(vmin)) and np.all(np.isfinite(vmax))):
         raise ValueError("vmin and vmax must be finite (km/s)")
     if np.any(vmin <= 0):
-        raise ValueError(f"vmin must be positive (km/s), got min {vmin.min()}")
+        raise ValueError(f"vmin must be positive (km/s), got min {float(vmin.min()):g}")
     nbad = int(np.count_nonzero(vmin > vmax))
     if nbad:
         raise ValueError(f"vmin > vmax at {nbad} point(s)")

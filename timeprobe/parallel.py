@@ -1,11 +1,12 @@
-"""Shot-parallel FWI objective on Dask.
+"""Shot-parallel objectives on Dask (one machine or a cluster).
 
 The FWI misfit and gradient are sums over shots (:mod:`timeprobe.objectives`)::
 
-    f = Σ_i f_i(m),      g = Σ_i g_i(m),      (f_i, g_i) = shot_objective(m, q_i, d_i, opts, rng_i)
+    f = Σ_i f_i(m),      g = Σ_i g_i(m),      (f_i, g_i) = task(m, q_i, d_i, opts, rng_i)
 
-so every shot is one independent Dask task. Shot ``i`` gets the generator
-``rng_i = _shot_seeds(seed, nshots)[i]`` — the same one the serial loop uses —
+so every shot is one independent Dask task (:func:`reduce_shots`; ``fwi_objective(client=...)``
+uses it with :func:`timeprobe.objectives.shot_objective`). Shot ``i`` gets the generator
+``rng_i = shot_generators(seed, nshots)[i]`` — the same one the serial loop uses —
 so the probes, hence ``f`` and ``g``, do not depend on where or in which order
 the shots ran: ``f`` is summed in shot order (bit-identical to the serial
 value), ``g`` in completion order (equal to round-off).
@@ -23,7 +24,12 @@ A lost shot is therefore recomputed, never dropped or counted twice (each
 shot's result is consumed exactly once, keyed by its index).
 
 Operators are compiled once per worker process: Devito operators are memoised
-per process (:mod:`timeprobe.kernels`), and compiled code is cached on disk.
+per process (:mod:`timeprobe.workspace`), and compiled code is cached on disk.
+
+Clusters: any ``distributed.Client`` works — :func:`local_client` on one machine, a
+``dask_jobqueue`` cluster (SLURM, PBS, …) or a scheduler address on many. Dask distributes
+shots; a shot too large for one machine is domain-decomposed inside its task with Devito MPI
+(see the README's "Scaling out" section).
 """
 from __future__ import annotations
 
@@ -33,16 +39,9 @@ import uuid
 
 import numpy as np
 
-from .objectives import GradientOptions, _shot_seeds, shot_objective
-
-__all__ = ["parallel_objective", "local_client", "close_client", "shot_task", "get_client"]
+__all__ = ["reduce_shots", "local_client", "close_client", "get_client"]
 
 _CLIENTS = {}
-
-
-def shot_task(model, q_i, d_i, opts, rng):
-    """One shot's ``(f_i, g_i)`` (gradient on the padded grid, float32); the Dask task."""
-    return shot_objective(model, q_i, d_i, opts, rng)
 
 
 def get_client(client):
@@ -65,25 +64,27 @@ def get_client(client):
                     f"got {type(client).__name__}")
 
 
-def parallel_objective(model, q, d, opts, seed=None, client=None, *, retries=3, task=None, progress=False):
-    """``(f, g)`` of :func:`timeprobe.fwi_objective`, one Dask task per shot.
+def reduce_shots(task, model, q, d, opts, rngs, client, *, retries=3, progress=False):
+    """``(Σ_i f_i, Σ_i g_i)`` of ``task(model, q[i], d[i], opts, rngs[i])``, one Dask task per shot.
 
     Parameters
     ----------
+    task : callable
+        ``task(model, q_i, d_i, opts, rng) -> (f_i, g_i)`` (``g_i`` on the padded grid), e.g.
+        :func:`timeprobe.objectives.shot_objective`; it must be importable (or picklable) on the
+        workers.
     model : Model
     q, d : Data
         Sources and observed data (same number of shots).
-    opts : GradientOptions
-        Exact (``ps=None``) or probed gradient options.
-    seed : int, SeedSequence or None
-        Spawns the per-shot generators exactly as the serial path does.
+    opts : object
+        Passed to every task (e.g. :class:`timeprobe.probing.ProbingOptions`).
+    rngs : list of Generator
+        One per shot (:func:`timeprobe.probing.shot_generators`), travelling with the task.
     client : distributed.Client or str
         The client, or the address of a running scheduler.
     retries : int
         Re-runs of a task that raised (worker loss is handled by the scheduler's
         rescheduling independently of this).
-    task : callable, optional
-        Replaces :func:`shot_task` (same signature); for instrumentation and tests.
     progress : bool
         tqdm bar over completed shots.
 
@@ -91,25 +92,23 @@ def parallel_objective(model, q, d, opts, seed=None, client=None, *, retries=3, 
     -------
     f : float
         ``Σ_i f_i``, summed in shot order.
-    g : ndarray (float32, model shape)
-        ``Σ_i g_i``, accumulated in float64 as shots complete.
+    g : ndarray (float64, padded grid)
+        ``Σ_i g_i``, accumulated as shots complete.
     """
     from distributed import as_completed
 
-    if not isinstance(opts, GradientOptions):
-        raise TypeError(f"opts must be a GradientOptions, got {type(opts).__name__}")
     if q.nshots != d.nshots:
         raise ValueError(f"q has {q.nshots} shots, d has {d.nshots}")
+    if len(rngs) != q.nshots:
+        raise ValueError(f"{len(rngs)} generators for {q.nshots} shots")
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ValueError(f"retries must be a non-negative integer, got {retries!r}")
     client = get_client(client)
-    fn = shot_task if task is None else task
     nshots = q.nshots
-    rngs = _shot_seeds(seed, nshots)
     tag = uuid.uuid4().hex[:12]
     futures, index = [], {}
     for i in range(nshots):
-        fut = client.submit(fn, model, q[i], d[i], opts, rngs[i], key=f"timeprobe-shot-{tag}-{i}",
+        fut = client.submit(task, model, q[i], d[i], opts, rngs[i], key=f"timeprobe-shot-{tag}-{i}",
                             pure=True, retries=retries)
         futures.append(fut)
         index[fut.key] = i
@@ -146,7 +145,7 @@ def parallel_objective(model, q, d, opts, seed=None, client=None, *, retries=3, 
     f = 0.0
     for fi in f_shots:  # shot order: the serial value, bit for bit
         f += fi
-    return f, model.unpad(g).astype(np.float32)
+    return f, g
 
 
 def local_client(n_workers=2, threads_per_worker=1, omp_threads=None, **kwargs):

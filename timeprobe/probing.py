@@ -57,18 +57,29 @@ Time axis: ``nt`` samples ``t = dt * arange(nt)`` (ms); frequencies in kHz. The 
 All randomness comes from an explicit ``seed`` (int, ``None`` or a
 :class:`numpy.random.Generator`), never from NumPy's global generator; the same seed gives
 the same probes. Everything is computed in float64 and returned in ``dtype``.
+
+Probing a shot (everything here is NumPy; the propagators consume the result):
+
+* :class:`ProbingOptions` — what the user chooses (``ps``, ``mode``, ``subsample``, ``method``,
+  ``block``, ``probe_kwargs``), validated once;
+* :func:`default_subsample` — the time-subsampling rule ``k = ⌊1/(2 f_max dt)⌋`` (Poisson bound);
+* :func:`probes_for_shot` — the per-shot :class:`Probing` (Q on the sub-sampled computational
+  axis, k, the accumulation method), designed from the shot's record for data-driven modes;
+* :func:`shot_generators` — one independent Generator per shot from one seed.
 """
 from __future__ import annotations
 
 import numbers
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .utils import as_generator
 
-__all__ = ["PROBE_MODES", "design_probes", "direct_arrival_shift", "wavelet_spectrum",
-           "shift_earlier", "projector_error", "orthonormality_error", "probe_quality",
-           "probed_trace"]
+__all__ = ["PROBE_MODES", "PROBE_METHODS", "DEFAULT_BLOCK", "design_probes", "direct_arrival_shift",
+           "wavelet_spectrum", "shift_earlier", "projector_error", "orthonormality_error", "probe_quality",
+           "probed_trace", "ProbingOptions", "Probing", "max_frequency", "default_subsample",
+           "probes_for_shot", "shot_generators", "check_ps"]
 
 #: probing modes understood by :func:`design_probes` (``"QR"`` is the package default)
 PROBE_MODES = ("QR", "rademacher", "gaussian", "hutchpp", "dft", "orthogonal", "identity")
@@ -573,3 +584,224 @@ def probed_trace(Q, a, b):
     shape = a.shape[1:]
     ab = (Q.T @ a.reshape(a.shape[0], -1)) * (Q.T @ b.reshape(b.shape[0], -1))
     return ab.sum(0).reshape(shape)
+
+
+# ----------------------------------------------------------------------------- probing a shot
+
+#: accumulation methods of the propagators (see :class:`Probing`)
+PROBE_METHODS = ("blocked", "eq")
+
+#: ring-buffer slots of the blocked method. Measured on the 801×207 Overthrust shot, r = 32,
+#: k = 9 (BENCHMARKS.md): B = 4, 8, 16 ran at 1.21×, 1.24×, 1.29× plain propagation in one run —
+#: the flushes are bound by their B·r multiply-adds per point, not by the accumulator's memory
+#: traffic, once ū streams with unit stride — and B = 4 also stores least.
+DEFAULT_BLOCK = 4
+
+
+def check_ps(ps):
+    """Validate a number of probes: ``None`` (exact) or a positive integer."""
+    if ps is None:
+        return None
+    if isinstance(ps, bool) or not isinstance(ps, numbers.Integral):
+        raise TypeError(f"ps (number of probes) must be a positive integer or None, got {ps!r}")
+    if ps <= 0:
+        raise ValueError(f"ps (number of probes) must be positive, got {ps}")
+    return int(ps)
+
+
+@dataclass
+class ProbingOptions:
+    """How gradients and images are computed (shared by every objective and driver).
+
+    ps : None or int
+        None: exact (full wavefield storage). int r > 0: probed with r probes.
+    mode : str
+        Probe design, see :func:`design_probes` ("QR" default).
+    subsample : "auto" or int
+        Time-subsampling factor ``k`` of the probed accumulation; "auto": :func:`default_subsample`.
+    method : "blocked" or "eq"
+        Probed accumulation (see :class:`Probing`).
+    block : int or None
+        Ring-buffer length of the blocked method (None: :data:`DEFAULT_BLOCK`).
+    probe_kwargs : dict
+        Extra keyword arguments of :func:`design_probes` (power_iterations, shift, …).
+    """
+    ps: int | None = None
+    mode: str = "QR"
+    subsample: object = "auto"
+    method: str = "blocked"
+    block: int | None = None
+    probe_kwargs: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.ps = check_ps(self.ps)
+        if self.ps is not None and self.mode not in PROBE_MODES:
+            raise ValueError(f"unknown probing mode {self.mode!r}; valid modes: {', '.join(PROBE_MODES)}")
+        if self.subsample != "auto" and (isinstance(self.subsample, bool)
+                                         or not isinstance(self.subsample, numbers.Integral)
+                                         or self.subsample < 1):
+            raise ValueError(f"subsample must be 'auto' or a positive integer, got {self.subsample!r}")
+        if self.method not in PROBE_METHODS:
+            raise ValueError(f"unknown probing method {self.method!r}; use 'blocked' or 'eq'")
+        if self.block is not None:
+            self.block = _check_int("block", self.block, 1)
+        self.probe_kwargs = dict(self.probe_kwargs or {})
+
+
+@dataclass
+class Probing:
+    """The probing of one shot, as the propagators run it.
+
+    Parameters
+    ----------
+    Q : array (nsub, r)
+        Probe vectors on the (sub-sampled) computational axis ``t = k·s·dt``.
+    subsample : int
+        Time-subsampling factor ``k`` (``nsub = (nt − 1)//k + 1``).
+    method : {"blocked", "eq"}
+        ``"eq"`` is the reference formulation of the design: one Devito ``Eq`` per time step,
+        ``ū[x, p] += k·dt·Q[s, p]·u(x)`` (streams the r×N accumulator through memory every step).
+        ``"blocked"`` (default) copies ``block`` sub-sampled snapshots into a ring buffer and,
+        once per block, applies ``Qᵀ`` to the buffer in one register-blocked Devito loop nest:
+        the same sum, reordered, at a fraction of the memory traffic
+        (:mod:`timeprobe.probe_buffers`).
+    block : int
+        Ring-buffer length ``B`` for ``"blocked"`` (memory ``B·N`` floats).
+    direct : bool
+        Adjoint pass accumulates the gradient ``g −= v̈·(Q ū)`` directly instead of storing
+        ``v̄`` (saves r·N floats; only for the cross-correlation image).
+    dtype : numpy dtype
+        Floating type of the run (that of the model).
+    """
+    Q: np.ndarray
+    subsample: int = 1
+    method: str = "blocked"
+    block: int = DEFAULT_BLOCK
+    direct: bool = True
+    dtype: object = np.float32
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.dtype = np.dtype(self.dtype).type
+        self.Q = np.ascontiguousarray(self.Q, dtype=self.dtype)
+        if self.Q.ndim != 2:
+            raise ValueError(f"probe matrix Q must be 2D (nsub, r), got shape {self.Q.shape}")
+        if self.method not in PROBE_METHODS:
+            raise ValueError(f"unknown probing method {self.method!r}; use 'blocked' or 'eq'")
+        self.subsample = _check_int("subsample", self.subsample, 1)
+        self.block = _check_int("block", self.block, 1)
+
+    @property
+    def r(self):
+        return self.Q.shape[1]
+
+    @property
+    def nsub(self):
+        return self.Q.shape[0]
+
+    def check_axis(self, nt):
+        """Raise ``ValueError`` unless Q has one row per sub-sampled step of ``nt`` steps."""
+        expected = (nt - 1) // self.subsample + 1
+        if self.nsub != expected:
+            raise ValueError(f"Q has {self.nsub} rows; the computational axis (nt = {nt}, subsample = "
+                             f"{self.subsample}) needs {expected}")
+
+    def time_weights(self, nt, scale):
+        """Q spread on the computational axis (nt + 1 rows, zero between sub-sampled steps),
+        times ``scale``: the weights of the ``"eq"`` method."""
+        Qt = np.zeros((nt + 1, self.r), dtype=self.dtype)  # nt + 1: the sparse functions' length
+        Qt[:nt:self.subsample] = scale * self.Q
+        return Qt
+
+    def blocked_weights(self, nt, scale, adjoint):
+        """Q arranged per ring-buffer block: (nblocks + 2, B, r), rows scaled by ``scale``.
+
+        Forward: the block ending before time ``c·k·B`` is accumulated at that time step, from
+        row ``c``. Adjoint (backward in time): block ``c`` is accumulated at time ``c·k·B`` once
+        its first slot is written, from row ``c``.
+        """
+        B, k = self.block, self.subsample
+        nblk = (nt - 1) // (k * B) + 2
+        W = np.zeros((nblk + 1, B, self.r), dtype=self.dtype)
+        for s in range(self.nsub):
+            c, b = divmod(s, B)
+            W[c if adjoint else c + 1, b] = scale * self.Q[s]
+        return W
+
+    def tail_weights(self, nt, scale):
+        """Weights (B, r) of the forward's last, unfinished block, flushed after the time loop."""
+        B, k = self.block, self.subsample
+        c_last = (nt - 1) // (k * B)
+        Wt = np.zeros((B, self.r), dtype=self.dtype)
+        rows = self.Q[c_last * B:(c_last + 1) * B]
+        Wt[:rows.shape[0]] = scale * rows
+        return Wt
+
+
+def max_frequency(wavelet, dt, rel=1e-3):
+    """Highest frequency (kHz) at which ``|FFT(wavelet)|`` still reaches ``rel`` × its peak."""
+    w = np.asarray(wavelet, dtype=np.float64).reshape(len(wavelet), -1).sum(axis=1)
+    n = 1 << int(np.ceil(np.log2(max(8 * len(w), 1024))))
+    spec = np.abs(np.fft.rfft(w, n))
+    freqs = np.fft.rfftfreq(n, dt)
+    if spec.max() == 0:
+        return float(freqs[-1])
+    above = np.flatnonzero(spec >= rel * spec.max())
+    return float(freqs[above[-1]])
+
+
+def default_subsample(wavelet, dt, nt, r, margin=2.0):
+    """Time-subsampling factor for probing: ``k = ⌊1/(margin·f_max·dt)⌋``.
+
+    Why it is safe: the gradient is the zero-lag correlation ``Σ_n u[n]v̈[n]dt`` of two fields
+    band-limited to ``f_max`` (the wave equation is linear: no frequency above the source's
+    appears). Their product is band-limited to ``2 f_max`` and, by the Poisson summation formula,
+    its samples at interval ``Δ`` sum *exactly* to its integral when ``1/Δ > 2 f_max``: the
+    aliased terms are the product's spectrum at multiples of ``1/Δ``. With ``f_max`` the −60 dB
+    point of the source spectrum and ``margin = 2`` (``Δ = 1/(2 f_max)``), every aliased pair of
+    frequencies has one member at or above ``f_max``, so the error is below −60 dB of the sum
+    (measured in BENCHMARKS.md). ``k`` is reduced when needed so that ``nsub ≥ r``.
+    """
+    fmax = max_frequency(wavelet, dt)
+    k = max(1, int(np.floor(1.0 / (margin * fmax * dt))))
+    while k > 1 and (nt - 1) // k + 1 < r:
+        k -= 1
+    return k
+
+
+def probes_for_shot(opts, wavelet_c, dt, nt, probe_data=None, seed=None, dtype=np.float32):
+    """The :class:`Probing` of one shot on its sub-sampled computational axis.
+
+    ``opts`` a :class:`ProbingOptions` with ``ps`` set; ``wavelet_c`` the source wavelet on the
+    computational axis (``dt`` ms, ``nt`` steps), which sets the subsampling; ``probe_data`` the
+    shot record (a one-shot :class:`timeprobe.Data`) that designs "QR"/"hutchpp" probes;
+    ``seed`` an int or Generator.
+    """
+    from .geometry import resample
+    r = opts.ps
+    if r is None:
+        raise ValueError("probes_for_shot needs opts.ps (the number of probes); ps=None is exact")
+    if r > nt:
+        raise ValueError(f"ps = {r} probes exceed the {nt} computational time steps")
+    k = default_subsample(wavelet_c, dt, nt, r) if opts.subsample == "auto" else int(opts.subsample)
+    nsub = (nt - 1) // k + 1
+    if r > nsub:
+        raise ValueError(f"ps = {r} probes exceed the {nsub} sub-sampled time steps (subsample = {k})")
+    t_sub = k * dt * np.arange(nsub)
+    kwargs = dict(opts.probe_kwargs)
+    if opts.mode in ("QR", "hutchpp"):
+        if probe_data is None:
+            raise ValueError(f"probing mode {opts.mode!r} needs the observed data to design its probes")
+        kwargs["data"] = resample(probe_data.arrays[0], probe_data.time, t_sub)
+    if opts.mode == "dft":
+        kwargs.setdefault("dt", k * dt)
+        kwargs.setdefault("band", (0.0, max_frequency(wavelet_c, dt, rel=1e-2)))
+    Q = design_probes(opts.mode, nsub, r, seed=seed, dtype=np.float64, **kwargs)
+    return Probing(Q, subsample=k, method=opts.method, block=opts.block or DEFAULT_BLOCK, dtype=dtype)
+
+
+def shot_generators(seed, nshots):
+    """One independent Generator per shot, reproducible from ``seed`` (int, SeedSequence or
+    None) whatever the order or place the shots run in."""
+    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    return [np.random.default_rng(s) for s in ss.spawn(nshots)]

@@ -22,7 +22,7 @@ strategy       what is kept of ``u``                                  extra memo
 =============  =====================================================  ===================  ==================
 
 ``N_phys``: the physical domain plus ``space_order/2`` points (the probe fields skip the
-absorbing layers, see :func:`timeprobe.propagators.probe_margin`); ``N_halo``: the padded
+absorbing layers, see :func:`timeprobe.probe_buffers.probe_margin`); ``N_halo``: the padded
 grid with the stencil halo. ``full`` and ``checkpoint`` are exact (identical terms, round-off only);
 ``subsample`` with ``k = 1`` is exact too.
 """
@@ -31,12 +31,15 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
-from devito import ConditionalDimension, Inc, Eq, TimeFunction
+from devito import TimeFunction
 
-from .kernels import build, release, wave_stencil, workspace
+from .compat import release
+from .geometry import (computational_axis, from_computational, from_computational_adjoint, grid_coordinates,
+                       to_computational)
 from .objectives import fwi_objective
-from .propagators import (check_inputs, computational_axis, from_computational,
-                          from_computational_adjoint, grid_coordinates, to_computational)
+from .operators import adjoint_operator, forward_operator, snapshot_field
+from .propagators import check_inputs
+from .workspace import use_model
 
 __all__ = ["gradient", "STRATEGIES"]
 
@@ -49,79 +52,25 @@ def _check_int(name, value, minimum=1):
     return int(value)
 
 
-# --------------------------------------------------------------------------- operators
-def _op_fwd_subsampled(ws, k, nsnap):
-    """Forward modelling that also saves ``usub[s] = u[k·s]`` (ConditionalDimension, factor k)."""
-    def make():
-        u = ws.field("u")
-        tsub = ConditionalDimension(name="tsub", parent=ws.time_dim, factor=k)
-        usub = TimeFunction(name="usub", grid=ws.grid, time_order=0, space_order=0,
-                            save=nsnap, time_dim=tsub)
-        src, rec, s = ws.sparse("src"), ws.sparse("rec"), ws.dt_symbol
-        eqs = [wave_stencil(u, ws.m, ws.damp)]
-        eqs += src.inject(field=u.forward, expr=src * s**2 / ws.m)
-        eqs += rec.interpolate(expr=u)
-        eqs += [Eq(usub, u)]
-        ws._fields[("strategies", "usub", k, nsnap)] = usub
-        return build(ws, eqs, "ForwardSub")
-    op = ws.operator(("strategies-fwd-sub", k, nsnap), make)
-    return op, ws._fields[("strategies", "usub", k, nsnap)]
-
-
-def _op_adj_subsampled(ws, k, nsnap, usub):
-    """Adjoint with ``grad −= k·dt·usub[n/k]·v̈[n]`` at ``n ≡ 0 (mod k)``."""
-    def make():
-        v, rec, s = ws.field("v"), ws.sparse("rec"), ws.dt_symbol
-        grad = ws.function("grad")
-        eqs = [wave_stencil(v, ws.m, ws.damp, forward=False)]
-        eqs += rec.inject(field=v.backward, expr=rec * s**2 / ws.m)
-        eqs += [Inc(grad, -k * s * usub * v.dt2)]
-        return build(ws, eqs, "AdjointSub")
-    return ws.operator(("strategies-adj-sub", k, nsnap), make)
-
-
-def _op_fwd_plain(ws):
-    def make():
-        u = ws.field("u")
-        src, rec, s = ws.sparse("src"), ws.sparse("rec"), ws.dt_symbol
-        eqs = [wave_stencil(u, ws.m, ws.damp)]
-        eqs += src.inject(field=u.forward, expr=src * s**2 / ws.m)
-        eqs += rec.interpolate(expr=u)
-        return build(ws, eqs, "ForwardCP")
-    return ws.operator(("strategies-fwd-cp",), make)
-
-
-def _op_grad_buffered(ws):
-    """Adjoint step + ``grad −= dt·u[n]·v̈[n]`` with ``u`` the (recomputed) 3-level forward buffer."""
-    def make():
-        u, v, rec, s = ws.field("u"), ws.field("v"), ws.sparse("rec"), ws.dt_symbol
-        grad = ws.function("grad")
-        eqs = [wave_stencil(v, ws.m, ws.damp, forward=False)]
-        eqs += rec.inject(field=v.backward, expr=rec * s**2 / ws.m)
-        eqs += [Inc(grad, -s * u * v.dt2)]
-        return build(ws, eqs, "GradientCP")
-    return ws.operator(("strategies-grad-cp",), make)
-
-
 # --------------------------------------------------------------------------- per shot
 def _shot_subsample(model, src_coords, wc, rec_coords, res_fn, dt, nt, k):
-    ws = workspace(model)
     # Devito needs one consistent time size across the operator's functions: the
     # sparse traces get nsnap·k ≥ nt + 1 samples (zero-padded), usub nsnap snapshots.
     nsnap = -(-(nt + 1) // k)
     npad = nsnap * k
-    with ws.lock:
-        fop, usub_ph = _op_fwd_subsampled(ws, k, nsnap)
-        usub = TimeFunction(name="usub", grid=ws.grid, time_order=0, space_order=0,
-                            save=nsnap, time_dim=usub_ph.time_dim)
+    with use_model(model) as ws:
+        fop = forward_operator(ws, snapshots=(k, nsnap))
+        usub_ph = snapshot_field(ws, k, nsnap)
+        usub = TimeFunction(name="usub", grid=ws.grid, time_order=0, space_order=0, save=nsnap,
+                            time_dim=usub_ph.time_dim)  # this shot's snapshots, like the placeholder
         src = ws.new_sparse("src", grid_coordinates(model, src_coords), wc, nt=npad)
         rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), nt=npad)
         ws.field("u").data[:] = 0
         fop.apply(src=src, rec=rec, usub=usub, dt=dt, time_m=1, time_M=nt - 1)
         f, adj = res_fn(np.array(rec.data[:nt]))
-        aop = _op_adj_subsampled(ws, k, nsnap, usub_ph)
+        aop = adjoint_operator(ws, gradient=("snapshots", k, nsnap))
         reca = ws.new_sparse("rec", grid_coordinates(model, rec_coords), adj, nt=npad)
-        ws.field("v").data[:] = 0
+        ws.field("u").data[:] = 0
         grad = ws.function("grad")
         grad.data[:] = 0
         aop.apply(rec=reca, usub=usub, grad=grad, dt=dt, time_m=1, time_M=nt - 1)
@@ -132,9 +81,9 @@ def _shot_subsample(model, src_coords, wc, rec_coords, res_fn, dt, nt, k):
 def _shot_checkpoint(model, src_coords, wc, rec_coords, res_fn, dt, nt, n_checkpoints):
     from devito.checkpointing import CheckpointOperator, DevitoCheckpoint
     from pyrevolve import Revolver
-    ws = workspace(model)
-    with ws.lock:
-        fop, gop = _op_fwd_plain(ws), _op_grad_buffered(ws)
+    with use_model(model) as ws:
+        fop = forward_operator(ws)
+        gop = adjoint_operator(ws, gradient=("buffer",))
         u, v, grad = ws.field("u"), ws.field("v"), ws.function("grad")
         # first pass: plain forward for the residual (the adjoint source must be known
         # before the reverse sweep; pyrevolve's forward sweep recomputes u anyway).
@@ -164,17 +113,18 @@ def _own_loop(model, q, d, shot_fn):
     for i in range(q.nshots):
         qi, di = q[i], d[i]
         dt, nt = computational_axis(model, qi.geometry, di.geometry)
-        wc = to_computational(qi.arrays[0], qi.geometry, dt, nt)
+        wc = to_computational(qi.arrays[0], qi.geometry, dt, nt, dtype=model.dtype)
 
         def res_fn(rec_c, di=di, dt=dt, nt=nt):
-            res = from_computational(rec_c, di.geometry[0], dt, nt) - di.arrays[0]
+            res = from_computational(rec_c, di.geometry[0], dt, nt, dtype=model.dtype) - di.arrays[0]
             fi = 0.5 * di.dt * float(np.sum(res.astype(np.float64) ** 2))
-            return fi, (di.dt / dt) * from_computational_adjoint(res, di.geometry[0], dt, nt)
+            return fi, (di.dt / dt) * from_computational_adjoint(res, di.geometry[0], dt, nt,
+                                                                   dtype=model.dtype)
 
         fi, gi = shot_fn(model, qi.geometry.coordinates[0], wc, di.geometry.coordinates[0], res_fn, dt, nt)
         f += fi
         g += gi
-    return f, model.unpad(g).astype(np.float32)
+    return f, model.unpad(g).astype(model.dtype)
 
 
 # --------------------------------------------------------------------------- switch
@@ -190,8 +140,9 @@ def gradient(model, q, d, strategy="probe", **opts):
       forwarded to ``fwi_objective(ps=2·nf, mode="dft")``.
     * ``"checkpoint"``: ``n_checkpoints`` (default ``None``: pyrevolve's choice for the
       available memory; an int fixes the number of 3-level checkpoints).
-    * ``"probe"``: ``r`` (default 32), ``mode`` ("QR"), ``seed``, ``subsample``, ``method``,
-      ``block``, ``probe_kwargs`` — forwarded to ``fwi_objective(ps=r, ...)``.
+    * ``"probe"``: ``ps`` (number of probes, default 32), ``mode`` ("QR"), ``seed``,
+      ``subsample``, ``method``, ``block``, ``probe_kwargs`` — forwarded to
+      ``fwi_objective(ps=ps, ...)``.
 
     Unknown strategies or options raise ``ValueError``/``TypeError``.
     """
@@ -200,7 +151,7 @@ def gradient(model, q, d, strategy="probe", **opts):
     allowed = {"full": set(), "subsample": {"k"},
                "dft": {"nf", "seed", "subsample", "method", "block"},
                "checkpoint": {"n_checkpoints"},
-               "probe": {"r", "mode", "seed", "subsample", "method", "block", "probe_kwargs"}}[strategy]
+               "probe": {"ps", "mode", "seed", "subsample", "method", "block", "probe_kwargs"}}[strategy]
     bad = set(opts) - allowed
     if bad:
         raise TypeError(f"strategy {strategy!r} takes options {sorted(allowed)}, got unexpected {sorted(bad)}")
@@ -209,8 +160,8 @@ def gradient(model, q, d, strategy="probe", **opts):
         return fwi_objective(model, q, d, ps=None)
     if strategy == "probe":
         o = dict(opts)
-        r = _check_int("r", o.pop("r", 32))
-        return fwi_objective(model, q, d, ps=r, **o)
+        ps = _check_int("ps", o.pop("ps", 32))
+        return fwi_objective(model, q, d, ps=ps, **o)
     if strategy == "dft":
         o = dict(opts)
         nf = _check_int("nf", o.pop("nf", 16))

@@ -5,7 +5,7 @@ import functools
 
 import numpy as np
 
-__all__ = ["finite_difference_weights", "as_generator"]
+__all__ = ["finite_difference_weights", "as_generator", "fmt"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -26,3 +26,15 @@ def as_generator(seed):
     if isinstance(seed, np.random.Generator):
         return seed
     return np.random.default_rng(seed)
+
+
+def fmt(value):
+    """Numbers, arrays and sequences of them as plain text for error messages
+    (``5000``, ``(100, 20.5)``; never ``np.float64(5000.0)``)."""
+    if isinstance(value, (str, bytes)):
+        return str(value)
+    if np.ndim(value) == 0:
+        v = np.asarray(value).item()
+        return f"{v:g}" if isinstance(v, float) else str(v)
+    items = ", ".join(fmt(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value))
+    return f"[{items}]" if isinstance(value, list) else f"({items})"

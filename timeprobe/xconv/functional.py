@@ -48,7 +48,7 @@ probes need the whole frame (QR) and are generated in one block.
 
 On the CPU the forward convolution and, for stride 1, the input gradient (a convolution
 with the flipped kernel) are also computed in bands of output rows through one reused
-buffer (:func:`_conv_rows`): oneDNN otherwise converts whole activations to its blocked
+buffer (:func:`conv_rows`): oneDNN otherwise converts whole activations to its blocked
 layout and back around every call, which costs more memory traffic than the arithmetic
 and an extra activation of peak memory. Same kernels, same results (to rounding).
 
@@ -84,8 +84,9 @@ import torch.nn.functional as F
 
 from .probes import check_mode, check_probe, draw_probes, mix_seed, new_seed
 
-__all__ = ["xconv1d", "xconv2d", "xconv3d", "xconv", "check_ps", "DEFAULT_MAX_PROBE_BYTES",
-           "probe_storage_bytes", "probes_for"]
+__all__ = ["xconv1d", "xconv2d", "xconv3d", "xconv", "check_ps", "check_seed", "check_max_probe_bytes",
+           "DEFAULT_MAX_PROBE_BYTES", "probe_storage_bytes", "probes_for", "band_budget", "conv_rows",
+           "input_grad_rows"]
 
 #: ``max_probe_bytes=None`` (default) bounds each transient tile of ``mode="all"`` (probe
 #: block, input tile, pseudo-batch tile) by ``clamp(input_bytes / 16, 4 MiB, 16 MiB)`` (below
@@ -106,7 +107,8 @@ def check_ps(ps) -> int:
     return int(ps)
 
 
-def _check_max_probe_bytes(v):
+def check_max_probe_bytes(v):
+    """Validate ``max_probe_bytes``: None or a positive int."""
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v <= 0:
@@ -114,7 +116,8 @@ def _check_max_probe_bytes(v):
     return int(v)
 
 
-def _check_seed(seed):
+def check_seed(seed):
+    """Validate a probe seed: None or an int."""
     if seed is None:
         return None
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
@@ -140,7 +143,9 @@ def _tup(v, d, name):
     return v
 
 
-def _budget(x_bytes: int, max_bytes) -> int:
+def band_budget(x_bytes: int, max_bytes) -> int:
+    """Bytes of one transient band/tile buffer: ``max_bytes`` if given, else
+    ``clamp(x_bytes / 16, 4 MiB, 16 MiB)`` (see :data:`DEFAULT_MAX_PROBE_BYTES`)."""
     if max_bytes is not None:
         return max_bytes
     return min(max(x_bytes // 16, _AUTO_MIN), _AUTO_MAX)
@@ -154,7 +159,7 @@ def _block_rows(x_shape, r, itemsize, probe, max_bytes) -> int:
         return H  # the QR needs the whole frame: one block
     per_row = r * ci * math.prod(x_shape[3:]) * itemsize
     x_bytes = math.prod(x_shape) * itemsize
-    return max(1, min(H, _budget(x_bytes, max_bytes) // per_row))
+    return max(1, min(H, band_budget(x_bytes, max_bytes) // per_row))
 
 
 class _RowProbes:
@@ -251,7 +256,7 @@ def _fill_band(t, i0, a0, a1, write):
     return t
 
 
-def _conv_rows(x, weight, bias, stride, padding, dilation, groups, budget):
+def conv_rows(x, weight, bias, stride, padding, dilation, groups, budget):
     """``aten.convolution(x, weight, bias, ...)`` computed band by band of output rows (first
     spatial axis) on the CPU.
 
@@ -292,11 +297,11 @@ def _conv_rows(x, weight, bias, stride, padding, dilation, groups, budget):
     return y
 
 
-def _input_grad(gy, weight, x_shape, stride, padding, dilation, groups, budget):
+def input_grad_rows(gy, weight, x_shape, stride, padding, dilation, groups, budget):
     """Exact dX = P^T conv^T(dY; W). On the CPU, for stride 1 and padding <=
     dilation*(k-1), it is the ordinary convolution of dY with the flipped, channel-transposed
     kernel and padding dilation*(k-1) - padding, computed in row bands by
-    :func:`_conv_rows`; otherwise (and on other devices) a transposed
+    :func:`conv_rows`; otherwise (and on other devices) a transposed
     convolution whose output_padding restores the exact input size. (The
     aten.convolution_backward route with an expanded proxy input makes oneDNN materialise
     an input-sized tensor.)"""
@@ -310,7 +315,7 @@ def _input_grad(gy, weight, x_shape, stride, padding, dilation, groups, budget):
         wt = wt.reshape((groups * cig, co // groups) + tuple(k)).flip(list(range(2, d + 2)))
         wt = wt.contiguous(memory_format=_memory_format(_layout_perm(weight)))
         pad = [dl * (kk - 1) - p for p, dl, kk in zip(padding, dilation, k)]
-        return _conv_rows(gy, wt, None, [1] * d, pad, list(dilation), groups, budget)
+        return conv_rows(gy, wt, None, [1] * d, pad, list(dilation), groups, budget)
     out_pad = [x_shape[2 + i] - ((gy.shape[2 + i] - 1) * stride[i] - 2 * padding[i]
                                  + dilation[i] * (k[i] - 1) + 1) for i in range(d)]
     return torch.ops.aten.convolution(gy, weight, None, stride, padding, dilation, True,
@@ -356,8 +361,8 @@ class _XConvFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding, dilation, groups, ps, mode, probe, seed,
                 max_bytes):
-        y = _conv_rows(x, weight, bias, list(stride), list(padding), list(dilation), groups,
-                       _budget(x.numel() * x.element_size(), max_bytes))
+        y = conv_rows(x, weight, bias, list(stride), list(padding), list(dilation), groups,
+                       band_budget(x.numel() * x.element_size(), max_bytes))
         ctx.meta = (stride, padding, dilation, groups, ps, mode, probe, seed)
         ctx.x_shape = tuple(x.shape)
         ctx.has_bias = bias is not None
@@ -403,7 +408,7 @@ class _XConvFunction(torch.autograd.Function):
         zs = _RowProbes(seed, ps, x_shape, ctx.hb, probe, gy.device, gy.dtype)
         itemsize = gy.element_size()
         per_row = ps * (co * math.prod(out_rest) + s0 * ci * math.prod(in_rest)) * itemsize
-        budget = _budget(math.prod(x_shape) * itemsize, ctx.max_bytes)
+        budget = band_budget(math.prod(x_shape) * itemsize, ctx.max_bytes)
         ob = max(1, min(Ho, budget // per_row)) if probe != "orthogonal" else Ho
         zrows = (ob - 1) * s0 + d0 * (k0 - 1) + 1
         d = weight.dim() - 2
@@ -447,8 +452,8 @@ class _XConvFunction(torch.autograd.Function):
         gx = gw = gb = None
         stride, padding, dilation = list(stride), list(padding), list(dilation)
         if ctx.needs_input_grad[0]:
-            gx = _input_grad(gy, weight, x_shape, stride, padding, dilation, groups,
-                             _budget(math.prod(x_shape) * gy.element_size(), ctx.max_bytes))
+            gx = input_grad_rows(gy, weight, x_shape, stride, padding, dilation, groups,
+                             band_budget(math.prod(x_shape) * gy.element_size(), ctx.max_bytes))
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = gy.sum(dim=[0] + list(range(2, gy.dim())))
         if ctx.needs_input_grad[1]:
@@ -515,8 +520,8 @@ def xconv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *
     ps = check_ps(ps)
     check_mode(mode)
     check_probe(probe)
-    seed = _check_seed(seed)
-    max_probe_bytes = _check_max_probe_bytes(max_probe_bytes)
+    seed = check_seed(seed)
+    max_probe_bytes = check_max_probe_bytes(max_probe_bytes)
     if not isinstance(groups, numbers.Integral) or groups < 1:
         raise ValueError(f"groups must be a positive int, got {groups!r}")
     d = weight.dim() - 2

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .functional import (DEFAULT_MAX_PROBE_BYTES, _check_max_probe_bytes, _check_seed, check_ps,
+from .functional import (DEFAULT_MAX_PROBE_BYTES, check_max_probe_bytes, check_seed, check_ps,
                          probe_storage_bytes, xconv)
 from .probes import check_mode, check_probe, mix_seed, new_seed
 from .relu import BitReLU
@@ -31,9 +31,9 @@ class _XconvMixin:
         self.ps = check_ps(ps)
         self.mode = check_mode(mode)
         self.probe = check_probe(probe)
-        seed = _check_seed(seed)
+        seed = check_seed(seed)
         self.seed = new_seed() if seed is None else seed
-        self.max_probe_bytes = _check_max_probe_bytes(max_probe_bytes)
+        self.max_probe_bytes = check_max_probe_bytes(max_probe_bytes)
         self._calls = 0
         self.last_seed = None
 
@@ -143,9 +143,9 @@ def convert_net(module: nn.Module, ps: int = 8, mode: str = "all", probe: str = 
     ps = check_ps(ps)
     check_mode(mode)
     check_probe(probe)
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     base = new_seed() if seed is None else seed
-    _check_max_probe_bytes(max_probe_bytes)
+    check_max_probe_bytes(max_probe_bytes)
     if not isinstance(module, nn.Module):
         raise TypeError(f"convert_net expects an nn.Module, got {type(module).__name__}")
     counter = [0]

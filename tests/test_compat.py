@@ -1,0 +1,102 @@
+"""The Devito internals timeprobe relies on (timeprobe.compat): each fails loudly if Devito changes it."""
+import gc
+import os
+import weakref
+
+import numpy as np
+import pytest
+
+from timeprobe import compat
+from timeprobe.workspace import workspace
+
+from conftest import layered_model
+
+
+def _rss_mib():
+    with open(f"/proc/{os.getpid()}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def test_supported_version_range():
+    assert compat.check_devito_version() == compat.devito_version()
+    lo, hi = compat.SUPPORTED_DEVITO
+    compat.check_devito_version(lo)
+    with pytest.raises(ImportError, match="supports Devito"):
+        compat.check_devito_version(hi)
+    with pytest.raises(ImportError, match="supports Devito"):
+        compat.check_devito_version("4.7.1")
+
+
+def test_release_returns_memory_without_garbage_collection():
+    """A released 128 MiB wavefield leaves the process at once, although Devito's functions
+    sit in reference cycles (without release() it stays resident until gc runs)."""
+    from devito import TimeFunction
+    model = layered_model(shape=(201, 201), nbl=0, space_order=2)
+    ws = workspace(model)
+    nt = 800  # 800 · 201² · 4 B = 123 MiB
+    with compat.without_gc():
+        before = _rss_mib()
+        u = TimeFunction(name="usave", grid=ws.grid, time_order=2, space_order=0, save=nt)
+        u.data[:] = 1.0  # touch every page
+        grown = _rss_mib() - before
+        alive = weakref.ref(u._data)
+        compat.release(u)
+        del u
+        assert alive() is None, "release() did not drop Devito's data buffer (Devito internals changed?)"
+        freed = before + grown - _rss_mib()
+    assert grown > 100, grown
+    assert freed > 0.9 * grown, (grown, freed)
+    # the negative control: the same function, only deleted, stays in its reference cycle
+    with compat.without_gc():
+        u = TimeFunction(name="usave", grid=ws.grid, time_order=2, space_order=0, save=nt)
+        u.data[:] = 1.0
+        alive = weakref.ref(u._data)
+        del u
+        kept = alive() is not None
+    gc.collect()
+    assert kept, "a deleted Devito function freed its buffer without gc: release() may be unnecessary now"
+
+
+def test_release_views_and_wrapped_buffers():
+    """A view handed out keeps its buffer alive, and only it; wrapped numpy buffers are let go."""
+    model = layered_model(shape=(41, 31), nbl=10)
+    ws = workspace(model)
+    with compat.without_gc():
+        f = ws.new_sparse("rec", np.zeros((3, 2)) + 50.0, nt=20)
+        g = ws.new_sparse("rec", np.zeros((3, 2)) + 50.0, nt=20)
+        f.data[:], g.data[:] = 1.0, 2.0  # Devito allocates on first access
+        alive_f, alive_g = weakref.ref(f._data), weakref.ref(g._data)
+        view = g.data[:10].view(np.ndarray)
+        compat.release(f, g, None)
+        del f, g
+        assert alive_f() is None
+        assert alive_g() is not None  # still referenced by the view
+        del view
+        assert alive_g() is None
+        buf = np.zeros((20, 3), dtype=np.float32)
+        alive_buf = weakref.ref(buf)
+        h = ws.new_sparse("rec", np.zeros((3, 2)) + 50.0, nt=20, buffer=buf)
+        assert compat.is_wrapped(h)
+        h.data[:] = 3.0
+        del buf
+        compat.release(h)
+        del h
+        assert alive_buf() is None
+
+
+def test_wrap_array_shares_memory():
+    """A wrapped array is the function's data: no copy, no zero fill, writes visible both ways."""
+    from devito import Function
+    model = layered_model(shape=(41, 31), nbl=10)
+    ws = workspace(model)
+    a = np.arange(np.prod(ws.shape), dtype=np.float32).reshape(ws.shape)
+    f = Function(name="fin", grid=ws.grid, space_order=0, **compat.wrap_array(a))
+    assert f.data[3, 4] == a[3, 4] != 0  # not zero-filled
+    f.data[3, 4] = -1.0
+    assert a[3, 4] == -1.0
+    assert np.shares_memory(f.data.view(np.ndarray), a)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        compat.wrap_array(a.T)

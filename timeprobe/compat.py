@@ -1,0 +1,113 @@
+"""Every Devito internal timeprobe relies on, in one place.
+
+timeprobe uses Devito through its public API (``Grid``, ``Function``, ``TimeFunction``,
+``SparseTimeFunction``, ``Eq``/``Inc``, ``Operator``, ``ConditionalDimension``,
+``DefaultDimension``, ``DataReference``, ``devito.checkpointing``). Two things it needs are not
+public, and live here so that a Devito upgrade breaks one module with a named test
+(``tests/test_compat.py``) instead of silently leaking memory:
+
+* :func:`release` drops a function's reference to its data buffer (the private attributes
+  ``_data`` and ``_allocator``). Devito's symbolic objects sit in reference cycles, so their
+  buffers would otherwise stay resident until the cyclic garbage collector runs — for a
+  full-storage wavefield, nt·N floats on top of the next shot's.
+* :func:`wrap_array` makes a Devito function use an existing numpy array as its data
+  (public ``DataReference`` allocator) and :func:`is_wrapped` tells whether it does.
+
+Supported Devito versions: :data:`SUPPORTED_DEVITO` (``setup.cfg`` pins the same range;
+``tests/test_compat.py`` checks every internal named here).
+"""
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+
+__all__ = ["SUPPORTED_DEVITO", "devito_version", "check_devito_version", "wrap_array", "is_wrapped",
+           "release", "without_gc"]
+
+#: the Devito releases timeprobe is tested with (lower bound inclusive, upper exclusive)
+SUPPORTED_DEVITO = ("4.8.10", "4.9")
+
+
+def _as_tuple(version):
+    out = []
+    for part in str(version).split("+")[0].split("."):
+        digits = "".join(ch for ch in part if ch.isdigit())
+        if not digits:
+            break
+        out.append(int(digits))
+    return tuple(out)
+
+
+def devito_version():
+    """The installed Devito version string."""
+    import devito
+    return devito.__version__
+
+
+def check_devito_version(version=None):
+    """Raise ``ImportError`` if ``version`` (default: the installed one) is outside
+    :data:`SUPPORTED_DEVITO`."""
+    version = devito_version() if version is None else version
+    lo, hi = SUPPORTED_DEVITO
+    if not _as_tuple(lo) <= _as_tuple(version) < _as_tuple(hi):
+        raise ImportError(f"timeprobe supports Devito >= {lo}, < {hi}; found Devito {version}. "
+                          f"Install a supported release: pip install 'devito>={lo},<{hi}'")
+    return version
+
+
+def wrap_array(array):
+    """Keyword arguments making a Devito function use ``array`` as its data, without a copy.
+
+    Usage: ``Function(..., **wrap_array(a))``. ``array`` must be C-contiguous and have the
+    function's exact shape and dtype (space order 0, no padding); the caller keeps it alive.
+    The no-op initializer keeps Devito from zero-filling the caller's data.
+    """
+    from devito.data.allocators import DataReference
+    if not isinstance(array, np.ndarray) or not array.flags.c_contiguous:
+        raise ValueError("wrap_array needs a C-contiguous numpy array")
+    return dict(allocator=DataReference(array), initializer=_no_init)
+
+
+def _no_init(data):
+    pass
+
+
+def is_wrapped(function):
+    """Whether ``function``'s data is an external array (see :func:`wrap_array`)."""
+    from devito.data.allocators import DataReference
+    return isinstance(getattr(function, "_allocator", None), DataReference)
+
+
+def release(*functions):
+    """Free the buffers of per-shot Devito functions now, not at the next garbage collection.
+
+    Dropping the function's own reference to its buffer frees it as soon as no array view of it
+    remains (a view returned to the caller keeps its buffer alive, and only it). The functions are
+    unusable afterwards. ``None`` entries are skipped. For sparse functions the coordinates are
+    released too.
+    """
+    for f in functions:
+        if f is None:
+            continue
+        # Devito's own idiom (SparseFunction.free_data); a DataReference allocator holds the
+        # wrapped numpy array, so it must go as well
+        f._data = None
+        f._allocator = None
+        coords = getattr(f, "coordinates", None)
+        if coords is not None:
+            coords._data = None
+
+
+class without_gc:
+    """Context manager that disables the cyclic garbage collector (tests of :func:`release`)."""
+
+    def __enter__(self):
+        self._enabled = gc.isenabled()
+        gc.disable()
+        return self
+
+    def __exit__(self, *exc):
+        if self._enabled:
+            gc.enable()
+        return False
