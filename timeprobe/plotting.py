@@ -492,14 +492,16 @@ def _rectangle(x, y, w, h):
 
 
 # --------------------------------------------------------------------------- convergence and benchmarks
-def plot_convergence(histories, ax=None, path=None, title=None, logy=True, figsize=None, overwrite=False):
+def plot_convergence(histories, ax=None, path=None, title=None, logy=True, objective_title="objective",
+                     figsize=None, overwrite=False):
     """Objective against iteration, and the model error when the histories hold one.
 
     ``histories``: ``{run name: sequence of objective values}`` or ``{run name: mapping}``
     with ``"objective"`` and optionally ``"iteration"`` and a model error
     ``"rel_error"`` (e.g. ‖v − v_true‖/‖v_true‖; what :func:`timeprobe.io.read_results`
     returns). Non-finite values (an objective not evaluated at iteration 0) are
-    skipped. Two panels when any run has a model error (``ax``: two axes), else one.
+    skipped. Two panels when any run has a model error (``ax``: two axes), else one;
+    ``objective_title`` names the first (e.g. which shots the objective covers).
     """
     runs = []
     for name, h in histories.items():
@@ -527,7 +529,7 @@ def plot_convergence(histories, ax=None, path=None, title=None, logy=True, figsi
     if logy:
         axs[0].set_yscale("log")
     axs[0].set_ylabel("objective")
-    axs[0].set_title("objective")
+    axs[0].set_title(objective_title)
     if with_error:
         axs[1].set_ylabel("relative model error")
         axs[1].set_title("model error ‖v − v_true‖ / ‖v_true‖")
