@@ -256,7 +256,11 @@ def test_plot_accuracy_and_pareto(tmp_path):
     ax = fig.axes[0]
     assert ax.get_xscale() == "log" and ax.get_xlabel() == "working memory (MiB)"
     texts = [t.get_text() for t in ax.texts]
-    assert "probe r=32\n1.04×" in texts and len(texts) == 5
+    assert "probe r=32 (1.04×)" in texts and len(texts) == 5
+    # runs too close to label apart share one label, a line per run
+    fig = plotting.plot_pareto([34.0, 34.5, 1600.0], [0.957, 0.956, 1.0], ["r=32 B=4", "r=32 B=8", "full"],
+                               times=[1.04, 1.1, 2.5])
+    assert sorted(t.get_text() for t in fig.axes[0].texts) == ["full (2.50×)", "r=32 B=4 (1.04×)\nr=32 B=8 (1.10×)"]
     front = [ln for ln in ax.lines if ln.get_label() == "Pareto front"][0]
     np.testing.assert_array_equal(front.get_xdata(), [33.5, 34.0, 200.0])
     with pytest.raises(ValueError, match="one entry per run"):

@@ -578,6 +578,21 @@ def pareto_front(memory, cosine):
     return sorted(keep, key=lambda i: memory[i])
 
 
+def _clusters(x, y, fraction=0.04):
+    """Groups of indices whose points lie within ``fraction`` of the data span of each other (both axes)."""
+    tol_x = fraction * max(float(np.ptp(x)), 1.0)
+    tol_y = fraction * max(float(np.ptp(y)), 1e-3)
+    groups = []
+    for i in np.lexsort((-y, x)):       # by x, then by decreasing y
+        for g in groups:
+            if abs(x[i] - x[g[0]]) <= tol_x and abs(y[i] - y[g[0]]) <= tol_y:
+                g.append(int(i))
+                break
+        else:
+            groups.append([int(i)])
+    return groups
+
+
 def plot_pareto(memory_mb, cosine, labels, times=None, time_format="{:.2f}×", ax=None, path=None, title=None,
                 figsize=None, overwrite=False):
     """Memory against accuracy for benchmark runs, each labelled with its name and time; the Pareto front joined.
@@ -585,7 +600,8 @@ def plot_pareto(memory_mb, cosine, labels, times=None, time_format="{:.2f}×", a
     ``memory_mb``: working memory (MiB, log axis); ``cosine``: cosine with the exact
     gradient; ``labels``: run names; ``times``: e.g. the time relative to a plain
     forward + adjoint run, written with ``time_format``. The front is the set of runs
-    no other run beats in both memory and cosine (:func:`pareto_front`).
+    no other run beats in both memory and cosine (:func:`pareto_front`). Runs too close
+    to label apart share one label, a line per run.
     """
     memory = np.asarray(memory_mb, dtype=np.float64)
     cos = np.asarray(cosine, dtype=np.float64)
@@ -601,9 +617,11 @@ def plot_pareto(memory_mb, cosine, labels, times=None, time_format="{:.2f}×", a
     front = pareto_front(memory, cos)
     ax.plot(memory, cos, "o", color="C0", label="runs")
     ax.plot(memory[front], cos[front], "-", color="C3", lw=1.2, label="Pareto front")
-    for i, name in enumerate(labels):
-        text = name if times is None else f"{name}\n{time_format.format(times[i])}"
-        ax.annotate(text, (memory[i], cos[i]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    # runs that would print on top of each other share one label, a line per run
+    for group in _clusters(np.log10(memory), cos):
+        lines = [labels[i] if times is None else f"{labels[i]} ({time_format.format(times[i])})" for i in group]
+        ax.annotate("\n".join(lines), (memory[group[0]], cos[group[0]]), textcoords="offset points", xytext=(4, 4),
+                    fontsize=7, va="bottom")
     ax.set_xscale("log")
     ax.margins(x=0.15, y=0.08)      # room for the labels of the outermost runs
     ax.set_xlabel("working memory (MiB)")
