@@ -5,8 +5,8 @@ returns the :class:`matplotlib.figure.Figure`, and saves it when ``path`` is giv
 (PNG unless the suffix says otherwise; an existing file is kept unless
 ``overwrite=True``). New figures use matplotlib's object API (no ``pyplot`` state,
 so no backend to choose in scripts) with the constrained layout, so panel titles,
-axis labels and colour bars never overlap. In Jupyter, a returned figure is shown
-when it is a cell's value (or with ``display(fig)``).
+axis labels and colour bars never overlap. In Jupyter (after ``%matplotlib inline``) a
+returned figure shows when it is a cell's value, or with ``display(fig)``.
 
 Conventions: distances on the axes in km, depth pointing down, time in s; colour bars
 carry the quantity and its unit (``vp`` in km/s, squared slowness in s²/km²). Arrays
