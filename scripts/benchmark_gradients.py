@@ -30,7 +30,8 @@ Parts (``--part``):
   - cosine with the exact (full-storage) gradient.
 
   JSON under ``"table"`` and a Markdown table per case (``<out stem>_table.md``) laid out like
-  the seed's "Compute / Memory" table, one column per strategy.
+  the seed's "Compute / Memory" table, one column per strategy; ``figures/<out stem>_pareto.png``
+  plots working memory against cosine, each strategy labelled with its time ratio.
 * ``speed``  one process, operators warmed up, configurations interleaved, ``--repeats``
   (min): plain fwd+adj, probed blocked (auto k / k=1 / B=4, 8, 16), eq reference path, full
   storage, checkpointing; ratios and cosines.
@@ -662,13 +663,12 @@ def fit_sweep(rows):
 
 
 def plot_sweep(sweep, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import matplotlib.ticker
+
+    from timeprobe import plotting
     rows, fit = sweep["rows"], sweep["fit"]
     a, a1, b = (fit[k] * 1e-9 for k in ("c_stencil_ns", "c_probe0_ns", "c_r_ns"))
-    fig, ax = plt.subplots(1, 3, figsize=(16, 4.6))
+    fig, ax = plotting.figure(1, 3, figsize=(16, 4.6))
     # (1) time vs N·nt
     W = np.array([x["N"] * x["nt"] for x in rows], float)
     ax[0].loglog(W, [x["plain_s"] for x in rows], "ks", mfc="none", label="plain fwd+adj")
@@ -723,10 +723,23 @@ def plot_sweep(sweep, path):
     ax[2].set_ylabel("probed / plain fwd+adj time")
     ax[2].set_title("ratio = (c₀ + c·r/k) / c_stencil  (k: time subsampling)", fontsize=10)
     ax[2].legend(fontsize=6)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plotting.save(fig, path, dpi=100, overwrite=True)  # the figure of the records in the JSON beside it
+
+
+def plot_pareto(table, path):
+    """Working memory vs cosine of every strategy, labelled with its time / plain fwd+adj; one panel per case."""
+    from timeprobe import plotting
+    cases = {case: [(name, row) for name, row in res["rows"].items() if row.get("cosine") is not None
+                    and row.get("working_mb", 0) > 0 and "error" not in row] for case, res in table.items()}
+    cases = {case: rows for case, rows in cases.items() if rows}
+    if not cases:
+        return None
+    fig, axs = plotting.figure(1, len(cases), figsize=(7.0 * len(cases), 4.8), squeeze=False)
+    for ax, (case, rows) in zip(axs[0], cases.items()):
+        plotting.plot_pareto([r["working_mb"] for _, r in rows], [r["cosine"] for _, r in rows],
+                             [name for name, _ in rows], times=[r["time_ratio"] for _, r in rows],
+                             time_format="{:.2f}× plain", ax=ax, title=case)
+    return plotting.save(fig, path, dpi=100, overwrite=True)
 
 
 # --------------------------------------------------------------------------- driver
@@ -750,7 +763,7 @@ def main(argv=None):
     ap.add_argument("--r", type=int, default=None, help="probes for table and speed (default 32; quick 8)")
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per configuration (minimum kept)")
     ap.add_argument("--out", default=None, help="JSON (default benchmarks/gradients.json); the Markdown table "
-                    "<stem>_table.md and figures/<stem>_scaling.png go beside it")
+                    "<stem>_table.md, figures/<stem>_scaling.png and figures/<stem>_pareto.png go beside it")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.worker:
@@ -770,6 +783,7 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
     md_path = out.with_name(out.stem + "_table.md")
     png_path = out.parent / "figures" / f"{out.stem}_scaling.png"
+    pareto_path = out.parent / "figures" / f"{out.stem}_pareto.png"
     res = json.loads(out.read_text()) if out.exists() else {}
     res["machine"] = {k: v for k, v in meta().items() if k not in ("date", "command")}
     res["command"] = meta()["command"]
@@ -788,6 +802,8 @@ def main(argv=None):
                           "Do not edit: rerun the command.")
                 md_path.write_text(markdown_table(res["table"], header) + "\n")
                 print("wrote", md_path, flush=True)
+                if plot_pareto(res["table"], pareto_path):
+                    print("wrote", pareto_path, flush=True)
             elif part == "speed":
                 case, t = (cases[0] if a.cases else conf["speed"])
                 res["speed"] = part_speed(case, t, r, repeats=rep("speed"))

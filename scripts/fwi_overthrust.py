@@ -287,58 +287,16 @@ def run_fwi(name, ps, mode, true, init, q, obs, args, out, client=None, log=prin
 
 # --------------------------------------------------------------------------- figures
 def plot_all(runs, true, init, label, out):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    ext = [true.origin[0] / 1e3, (true.origin[0] + true.extent[0]) / 1e3,
-           (true.origin[1] + true.extent[1]) / 1e3, true.origin[1] / 1e3]
-    vmin, vmax = float(true.vp.min()), float(true.vp.max())
-    panels = [("true", true.vp), ("initial", init.vp)] + [(r["name"], r["vp"]) for r in runs]
-    ncol = 2
-    nrow = math.ceil(len(panels) / ncol)
-    fig, axs = plt.subplots(nrow, ncol, figsize=(12, 2.6 * nrow), squeeze=False)
-    for ax, (t, v) in zip(axs.flat, panels):
-        im = ax.imshow(v.T, extent=ext, vmin=vmin, vmax=vmax, cmap="jet", aspect="auto")
-        ax.set_title(t)
-        ax.set_xlabel("x (km)")
-        ax.set_ylabel("z (km)")
-    for ax in list(axs.flat)[len(panels):]:
-        ax.axis("off")
-    fig.colorbar(im, ax=axs, label="vp (km/s)", shrink=0.8)
-    fig.suptitle(label)
-    fig.savefig(out / "models.png", dpi=110)
-    plt.close(fig)
-
-    z = true.origin[1] + true.spacing[1] * np.arange(true.shape[1])
-    fig, axs = plt.subplots(1, 3, figsize=(12, 5), sharey=True)
-    for ax, frac in zip(axs, (0.25, 0.5, 0.75)):
-        ix = int(frac * (true.shape[0] - 1))
-        ax.plot(true.vp[ix], z / 1e3, "k", lw=2, label="true")
-        ax.plot(init.vp[ix], z / 1e3, "k--", label="initial")
-        for r in runs:
-            ax.plot(r["vp"][ix], z / 1e3, label=r["name"])
-        ax.set_title(f"x = {(true.origin[0] + ix * true.spacing[0]) / 1e3:.2f} km")
-        ax.set_xlabel("vp (km/s)")
-    axs[0].invert_yaxis()
-    axs[0].set_ylabel("z (km)")
-    axs[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "profiles.png", dpi=110)
-    plt.close(fig)
-
-    fig, axs = plt.subplots(1, 2, figsize=(12, 4))
-    for r in runs:
-        it = np.arange(len(r["hist"]["objective"]))
-        axs[0].semilogy(it[1:], r["hist"]["objective"][1:], "o-", label=r["name"])
-        axs[1].plot(it, r["hist"]["rel_error"], "o-", label=r["name"])
-    axs[0].set_title("objective (batch of the iteration)")
-    axs[1].set_title("relative model error ‖v − v_true‖/‖v_true‖")
-    for ax in axs:
-        ax.set_xlabel("iteration")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "convergence.png", dpi=110)
-    plt.close(fig)
+    """models.png, profiles.png and convergence.png in ``out`` (redrawn after every run)."""
+    from timeprobe import plotting
+    panels = {"true": true, "initial": init, **{r["name"]: r["vp"] for r in runs}}
+    plotting.plot_models(panels, grid=true, vmin=float(true.vp.min()), vmax=float(true.vp.max()), title=label,
+                         path=out / "models.png", overwrite=True)
+    styles = {"true": dict(color="k", lw=2), "initial": dict(color="k", ls="--")}
+    plotting.plot_profiles(panels, grid=true, styles=styles, path=out / "profiles.png", overwrite=True)
+    plotting.plot_convergence({r["name"]: r["hist"] for r in runs}, title=label,
+                              objective_title="objective (batch of the iteration)",
+                              path=out / "convergence.png", overwrite=True)
 
 
 # --------------------------------------------------------------------------- main

@@ -48,14 +48,12 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args(argv)
 
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from tqdm.auto import tqdm
 
     import timeprobe as tp
-    from timeprobe.probing import ProbingOptions, probes_for_shot
+    from timeprobe import plotting
     from timeprobe.geometry import computational_axis, to_computational
+    from timeprobe.probing import ProbingOptions, probes_for_shot
 
     out = Path(a.out)
     if out.exists():
@@ -99,37 +97,27 @@ def main(argv=None):
         (out / "accuracy.json").write_text(json.dumps(scores, indent=1))  # as we go
 
     # cosine vs r
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for mode, rows in scores["modes"].items():
-        rows = [x for x in rows if "cosine" in x]
-        ax.semilogx([x["r"] for x in rows], [x["cosine"] for x in rows], "o-", base=2, label=mode)
-    ax.set_xlabel("number of probes r")
-    ax.set_ylabel("cosine with exact gradient")
-    ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "cosine_vs_r.png", dpi=120)
+    curves = {mode: ([x["r"] for x in rows if "cosine" in x], [x["cosine"] for x in rows if "cosine" in x])
+              for mode, rows in scores["modes"].items()}
+    plotting.plot_accuracy(curves, path=out / "cosine_vs_r.png")
 
-    # gradient panels
-    def show(ax, img, title, clip):
-        ax.imshow(img.T, cmap="gray", vmin=-clip, vmax=clip, aspect="auto",
-                  extent=[0, true.extent[0] / 1e3, true.extent[1] / 1e3, 0])
-        ax.set_title(title, fontsize=9)
+    # gradient panels: exact, QR-probed and their differences on one symmetric scale
     clip = np.percentile(np.abs(g[below]), 98)
     rs = sorted(panels)
-    fig, axs = plt.subplots(2, len(rs) + 1, figsize=(4 * (len(rs) + 1), 5), squeeze=False)
-    show(axs[0, 0], g, "exact", clip)
+    fig, axs = plotting.figure(2, len(rs) + 1, figsize=(4 * (len(rs) + 1), 5.5), squeeze=False)
+    plotting.plot_gradient(g, true, ax=axs[0, 0], title="exact", vmax=clip, cmap="gray", colorbar=False)
     axs[1, 0].axis("off")
     for j, r in enumerate(rs, 1):
-        show(axs[0, j], panels[r], f"QR r = {r}", clip)
-        show(axs[1, j], panels[r] - g, f"difference r = {r}", clip)
-    fig.tight_layout()
-    fig.savefig(out / "gradients.png", dpi=110)
+        plotting.plot_gradient(panels[r], true, ax=axs[0, j], title=f"QR r = {r}", vmax=clip, cmap="gray",
+                               colorbar=False)
+        plotting.plot_gradient(panels[r] - g, true, ax=axs[1, j], title=f"difference r = {r}", vmax=clip,
+                               cmap="gray", colorbar=False)
+    fig.colorbar(axs[0, 0].get_images()[0], ax=axs, label="gradient ∂f/∂m", shrink=0.8)
+    plotting.save(fig, out / "gradients.png")
 
     # probe matrices QQᵀ at r = 32
     wc = to_computational(q.arrays[0], q.geometry, dt, nt)
-    fig, axs = plt.subplots(1, len(a.modes), figsize=(3 * len(a.modes), 3), squeeze=False)
+    fig, axs = plotting.figure(1, len(a.modes), figsize=(3 * len(a.modes), 3.2), squeeze=False)
     for ax, mode in zip(axs[0], a.modes):
         p = probes_for_shot(ProbingOptions(ps=32, mode=mode), wc, dt, nt, d, np.random.default_rng(a.seed))
         P = p.Q.astype(np.float64) @ p.Q.T.astype(np.float64)
@@ -137,8 +125,7 @@ def main(argv=None):
         ax.imshow(P, cmap="seismic", vmin=-lim, vmax=lim)
         ax.set_title(f"{mode}: QQᵀ (k = {p.subsample})", fontsize=9)
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(out / "probes.png", dpi=110)
+    plotting.save(fig, out / "probes.png")
     print(json.dumps({m: [(x["r"], round(x.get("cosine", float("nan")), 4)) for x in rows]
                       for m, rows in scores["modes"].items()}))
     print(f"results in {out}")

@@ -217,6 +217,153 @@ def test_synthetic_thrust_bad_input():
         models.synthetic_thrust(velocities=[1.0, 2.0])
 
 
+# --------------------------------------------------------------------------- synthetic 3D model
+# all 3D features off: every y section must be the 2D model
+PLAIN_3D = dict(fault_bend=0.0, fold_plunge=0.0, cross_dip_deg=0.0, channel_velocity=None, anomaly_dv=0.0)
+SMALL_3D = dict(nx=61, ny=21, nz=41, spacing=(50.0, 40.0, 25.0), water_depth=100.0, nbl=4)
+
+
+def test_synthetic_thrust_3d_shape_water_and_range():
+    m = models.synthetic_thrust_3d(**SMALL_3D)
+    assert isinstance(m, Model) and m.shape == (61, 21, 41) and m.spacing == (50.0, 40.0, 25.0) and m.nbl == 4
+    assert models.detect_water_rows(m) == 4 and np.all(m.vp[..., :4] == 1.5)
+    below = m.vp[..., 4:]
+    assert below.min() >= 1.3 and 4.5 < below.max() <= 5.5     # the gas pocket may be slower than water
+    mean_z = below.mean(axis=(0, 1))
+    assert mean_z[-1] > mean_z[0] + 2.0
+    np.testing.assert_array_equal(models.synthetic_thrust_3d(**SMALL_3D).m, m.m)       # deterministic
+    doc = inspect.getdoc(models.synthetic_thrust_3d)
+    assert "SYNTHETIC" in doc and "not the SEG/EAGE Overthrust" in doc
+    # any size and a scalar spacing; the default size is the issue's 241 × 241 × 121 at 25 m
+    tiny = models.synthetic_thrust_3d(nx=7, ny=2, nz=9, spacing=10.0, water_depth=20.0, nbl=2)
+    assert tiny.shape == (7, 2, 9) and tiny.spacing == (10.0, 10.0, 10.0)
+    defaults = inspect.signature(models.synthetic_thrust_3d).parameters
+    assert (defaults["nx"].default, defaults["ny"].default, defaults["nz"].default) == (241, 241, 121)
+
+
+def test_synthetic_thrust_3d_sections_are_the_2d_model():
+    kw = dict(nx=61, nz=41, water_depth=100.0, nbl=4)
+    m3 = models.synthetic_thrust_3d(ny=5, spacing=(50.0, 40.0, 25.0), **PLAIN_3D, **kw)
+    m2 = models.synthetic_thrust(spacing=(50.0, 25.0), **kw)
+    for j in range(5):
+        np.testing.assert_array_equal(m3.m[:, j], m2.m)
+
+
+def test_synthetic_thrust_3d_fault_bend_and_fold_plunge():
+    """The y sections at the ends and the middle are 2D models with the documented fault and fold."""
+    kw = dict(nx=61, nz=41, water_depth=100.0, nbl=4)
+    spacing3, spacing2 = (50.0, 40.0, 25.0), (50.0, 25.0)
+    ny, mid = 21, 10
+    bent = models.synthetic_thrust_3d(ny=ny, spacing=spacing3, **dict(PLAIN_3D, fault_bend=0.1), **kw)
+    # x_f(y) = (fault_x − bend·sin(πy/Y))·X: fault_x at both ends, fault_x − bend in the middle
+    for j, fault_x in ((0, 0.45), (ny - 1, 0.45), (mid, 0.45 - 0.1)):
+        np.testing.assert_array_equal(bent.m[:, j], models.synthetic_thrust(spacing=spacing2, fault_x=fault_x,
+                                                                            **kw).m)
+    assert not np.array_equal(bent.m[:, 0], bent.m[:, mid])
+    # a(y) = A·(1 − plunge·cos²(πy/Y)): no fold at the ends for plunge 1, the full fold in the middle
+    plunging = models.synthetic_thrust_3d(ny=ny, spacing=spacing3, **dict(PLAIN_3D, fold_plunge=1.0), **kw)
+    flat = models.synthetic_thrust(spacing=spacing2, fold_amplitude=0.0, **kw).m
+    np.testing.assert_array_equal(plunging.m[:, 0], flat)
+    np.testing.assert_array_equal(plunging.m[:, ny - 1], flat)
+    np.testing.assert_array_equal(plunging.m[:, mid], models.synthetic_thrust(spacing=spacing2, **kw).m)
+
+
+def test_synthetic_thrust_3d_footwall_is_undisturbed():
+    """Points below the (curved) fault plane keep the undeformed layering; the hanging wall moves."""
+    kw = dict(SMALL_3D, channel_velocity=None, anomaly_dv=0.0)
+    faulted = models.synthetic_thrust_3d(**kw)
+    plain = models.synthetic_thrust_3d(**dict(kw, throw=0.0, fold_amplitude=0.0))
+    (nx, ny, nz), (dx, dy, dz) = faulted.shape, faulted.spacing
+    X, Y, zw = (nx - 1) * dx, (ny - 1) * dy, 4 * dz
+    x = dx * np.arange(nx)[:, None, None]
+    y = dy * np.arange(ny)[None, :, None]
+    z = dz * np.arange(nz)[None, None, :]
+    xf = (0.45 - 0.05 * np.sin(np.pi * y / Y)) * X
+    hanging = np.broadcast_to(z < zw + np.tan(np.radians(30.0)) * (x - xf), faulted.shape)
+    np.testing.assert_array_equal(faulted.m[~hanging], plain.m[~hanging])
+    moved = faulted.m[hanging] != plain.m[hanging]
+    assert moved.mean() > 0.5
+    # the cross dip tilts the layers along y: sections differ even without fault or fold
+    assert not np.array_equal(plain.m[:, 0], plain.m[:, -1])
+
+
+def test_synthetic_thrust_3d_channel():
+    kw = dict(nx=81, ny=41, nz=41, spacing=(50.0, 50.0, 25.0), water_depth=100.0, nbl=4, anomaly_dv=0.0)
+    with_channel = models.synthetic_thrust_3d(**kw)
+    without = models.synthetic_thrust_3d(**dict(kw, channel_velocity=None))
+    changed = with_channel.m != without.m
+    np.testing.assert_allclose(with_channel.vp[changed], 2.6, rtol=1e-6)     # filled with channel_velocity
+    # documented geometry: top 10% of the sediment below the sea floor, thickness ≥ 3 dz, width ≥ 4 dx
+    X, Y, Zs, zw = 4000.0, 2000.0, 900.0, 100.0
+    width, thick = max(X / 15, 200.0), max(Zs / 20, 75.0)
+    ix, iy, iz = np.nonzero(changed)
+    z = 25.0 * iz
+    assert z.min() >= zw + 0.1 * Zs - 1e-9 and z.max() <= zw + 0.1 * Zs + thick + 1e-9
+    # continuous along y, and its centre meanders around x_c(y) = 0.2 X + w sin(3πy/Y)
+    assert set(iy) == set(range(41))
+    y = 50.0 * np.arange(41)
+    centre = np.array([50.0 * ix[iy == j].mean() for j in range(41)])
+    np.testing.assert_allclose(centre, 0.2 * X + width * np.sin(3 * np.pi * y / Y), atol=50.0)
+    assert np.all(np.abs(50.0 * ix - (0.2 * X + width * np.sin(3 * np.pi * 50.0 * iy / Y))) <= width / 2 * 1.7)
+
+
+def test_synthetic_thrust_3d_gas_pocket():
+    kw = dict(nx=81, ny=41, nz=41, spacing=(50.0, 50.0, 25.0), water_depth=100.0, nbl=4, channel_velocity=None)
+    pocket = models.synthetic_thrust_3d(**kw)
+    none = models.synthetic_thrust_3d(**dict(kw, anomaly_dv=0.0))
+    changed = pocket.m != none.m
+    np.testing.assert_allclose(pocket.vp[changed] - none.vp[changed], -0.5, atol=1e-5)
+    # an ellipsoid at (x_f(Y/2) + X/8, Y/2, z_w + 0.4 Z_s) with semi-axes (X/16, Y/8, max(Z_s/25, 2 dz))
+    X, Y, Zs, zw = 4000.0, 2000.0, 900.0, 100.0
+    centre = np.array([(0.45 - 0.05) * X + X / 8, Y / 2, zw + 0.4 * Zs])
+    radii = np.array([X / 16, Y / 8, max(Zs / 25, 50.0)])
+    pts = np.argwhere(changed) * np.array([50.0, 50.0, 25.0])
+    np.testing.assert_allclose(pts.mean(axis=0), centre, atol=12.5)
+    assert np.all((((pts - centre) / radii) ** 2).sum(axis=1) <= 1 + 1e-9)
+    volume = 4 / 3 * np.pi * radii.prod() / (50.0 * 50.0 * 25.0)
+    assert abs(changed.sum() / volume - 1) < 0.15
+
+
+def test_synthetic_thrust_3d_bad_input():
+    base = dict(nx=11, ny=11, nz=21, spacing=25.0, water_depth=50.0)
+    with pytest.raises(ValueError, match="ny"):
+        models.synthetic_thrust_3d(**dict(base, ny=1))
+    with pytest.raises(ValueError, match="nz"):
+        models.synthetic_thrust_3d(**dict(base, nz=2.5))
+    with pytest.raises(ValueError, match="spacing"):
+        models.synthetic_thrust_3d(**dict(base, spacing=(25.0, 25.0)))
+    with pytest.raises(ValueError, match="spacing"):
+        models.synthetic_thrust_3d(**dict(base, spacing=(25.0, 0.0, 25.0)))
+    with pytest.raises(ValueError, match="water_depth"):
+        models.synthetic_thrust_3d(**dict(base, water_depth=600.0))
+    with pytest.raises(ValueError, match="fold_plunge"):
+        models.synthetic_thrust_3d(**dict(base, fold_plunge=1.5))
+    with pytest.raises(ValueError, match="channel_velocity"):
+        models.synthetic_thrust_3d(**dict(base, channel_velocity=0.5))
+    with pytest.raises(ValueError, match="channel .* does not fit"):
+        models.synthetic_thrust_3d(**dict(base, channel_depth=400.0))
+    with pytest.raises(ValueError, match="anomaly_dv"):
+        models.synthetic_thrust_3d(**dict(base, anomaly_dv=-3.0))
+    with pytest.raises(ValueError, match="anomaly_depth"):
+        models.synthetic_thrust_3d(**dict(base, anomaly_depth=-10.0))
+    with pytest.raises(ValueError, match="velocities"):
+        models.synthetic_thrust_3d(**dict(base, velocities=[2.0, 9.0]))
+
+
+def test_synthetic_thrust_3d_memory_at_issue_size():
+    """241 × 241 × 121 builds from slabs: the peak is a few model-sized arrays, not dozens."""
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        m = models.synthetic_thrust_3d(241, 241, 121, nbl=0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert m.shape == (241, 241, 121)
+    # the float32 result plus Model's float64 conversion copy (4 units) and the slab temporaries
+    assert peak < 5 * m.m.nbytes, f"peak {peak / 2**20:.0f} MiB for a {m.m.nbytes / 2**20:.0f} MiB model"
+
+
 # --------------------------------------------------------------------------- initial model
 def test_initial_model_smooths_below_water_only():
     true = models.synthetic_thrust(nbl=10)
@@ -252,6 +399,42 @@ def test_initial_model_bad_input():
         models.initial_model(true, 50.0, water_rows=21)
     with pytest.raises(TypeError, match="Model"):
         models.initial_model(true.m, 50.0)
+
+
+def test_initial_model_3d():
+    true = models.synthetic_thrust_3d(**SMALL_3D)
+    init = models.initial_model(true, sigma_m=150.0)
+    assert isinstance(init, Model) and init.shape == true.shape and init.spacing == true.spacing
+    np.testing.assert_array_equal(init.m[..., :4], true.m[..., :4])
+    # smooth: the energy of the first differences below the water drops along every axis
+    for axis in range(3):
+        rough = lambda a: (np.diff(a[..., 4:].astype(np.float64), axis=axis) ** 2).sum()  # noqa: E731
+        assert rough(init.m) < 0.1 * rough(true.m), axis
+    # no water bleeding: a convex combination of sediment slownesses stays in their range
+    assert init.vp[..., 4:].min() >= true.vp[..., 4:].min() - 1e-4
+    assert init.vp[..., 4:].max() <= true.vp[..., 4:].max() + 1e-4
+    # the detected water rows are the explicit ones; one length per axis works too
+    np.testing.assert_array_equal(models.initial_model(true, 150.0, water_rows=4).m, init.m)
+    aniso = models.initial_model(true, (300.0, 300.0, 50.0))
+    assert np.abs(aniso.m - init.m).max() > 0
+    # smoothing in y only leaves every (x, z) point of a y-invariant model unchanged
+    flat = models.synthetic_thrust_3d(**dict(SMALL_3D, **PLAIN_3D))
+    np.testing.assert_allclose(models.initial_model(flat, (1e-3, 500.0, 1e-3)).m, flat.m, rtol=1e-6)
+    with pytest.raises(ValueError, match="sigma_m"):
+        models.initial_model(true, (100.0, 100.0))
+
+
+def test_initial_model_3d_memory():
+    import tracemalloc
+    true = models.synthetic_thrust_3d(161, 121, 81, nbl=0)
+    tracemalloc.start()
+    try:
+        models.initial_model(true, 200.0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # a copy, one float64 working array, the result and Model's float64 conversion copy
+    assert peak < 6 * true.m.nbytes, f"peak {peak / 2**20:.0f} MiB for a {true.m.nbytes / 2**20:.0f} MiB model"
 
 
 # --------------------------------------------------------------------------- example pairs

@@ -25,8 +25,6 @@ import numbers
 import numpy as np
 import scipy.sparse as sp
 
-from .utils import fmt
-
 __all__ = ["Geometry", "Data", "ricker", "resample", "resampling_operator", "time_axis",
            "computational_axis", "to_computational", "from_computational", "to_computational_adjoint",
            "from_computational_adjoint", "grid_coordinates"]
@@ -120,12 +118,15 @@ class Geometry:
             raise ValueError(f"{what} coordinates are {self.dim}D, the model is {model.dim}D")
         bounds = np.array(model.domain_bounds)
         tol = 1e-6 * np.array(model.spacing)
+        axes = ("x", "z") if self.dim == 2 else ("x", "y", "z")
         for s, c in enumerate(self.coordinates):
-            bad = np.any((c < bounds[:, 0] - tol) | (c > bounds[:, 1] + tol), axis=1)
-            if np.any(bad):
-                j = int(np.flatnonzero(bad)[0])
-                raise ValueError(f"shot {s}: {what} {j} at {fmt(c[j])} m lies outside the model "
-                                 f"{' × '.join(fmt(b) for b in bounds)} m")
+            out = (c < bounds[:, 0] - tol) | (c > bounds[:, 1] + tol)
+            if np.any(out):
+                j, a = (int(i) for i in np.argwhere(out)[0])
+                point = ", ".join(f"{float(v):g}" for v in c[j])
+                raise ValueError(f"shot {s}: {what} {j} at ({point}) m lies outside the model: "
+                                 f"{axes[a]} = {float(c[j, a]):g} m is not in the model's {axes[a]} range "
+                                 f"[{float(bounds[a, 0]):g}, {float(bounds[a, 1]):g}] m")
 
     def __eq__(self, other):
         return (isinstance(other, Geometry) and self.nshots == other.nshots

@@ -294,8 +294,13 @@ def smooth_model(m, sigma, spacing, fix_top=0):
     """
     m = np.asarray(m)
     sig = np.broadcast_to(np.asarray(sigma, dtype=float), (m.ndim,)) / np.asarray(spacing, dtype=float)
-    s = gaussian_filter(np.sqrt(m.astype(np.float64)), sigma=sig, mode="nearest")
-    out = (s**2).astype(m.dtype)
+    # one float64 working array, filtered in place (a 3D model holds few copies of itself)
+    s = m.astype(np.float64)
+    np.sqrt(s, out=s)
+    gaussian_filter(s, sigma=sig, mode="nearest", output=s)
+    np.square(s, out=s)
+    out = s.astype(m.dtype)
+    del s
     if fix_top:
         out[..., :fix_top] = m[..., :fix_top]
     return out
