@@ -70,7 +70,11 @@ def test_rtm_as_equals_jacobian_adjoint_and_illumination(case):
     ia, lam = tp.rtm(model0, q, dd, ps=None, ic="as", illumination=False, progress=False)
     assert lam is None and ia.shape == model0.shape
     ja = tp.jacobian_adjoint(model0, q, dd)
-    assert _rel(ia, ja) < 1e-6
+    # images are the physical part of the padded image; Jᵀ also folds the absorbing
+    # layers onto the outermost points (Model.pad_adjoint): equal everywhere else
+    inner = (slice(1, -1), slice(1, -1))
+    assert _rel(ia[inner], ja[inner]) < 1e-6
+    assert _rel(ia, ja) > 1e-2  # the fold is not negligible: the test tells the two apart
     ic, lam = tp.rtm(model0, q, dd, ps=None, ic="as", illumination=True, progress=False)
     assert lam.shape == model0.shape and np.all(lam >= 0) and lam.max() > 0
     # illumination is largest near the source (shallow, centre)

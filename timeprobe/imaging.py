@@ -210,8 +210,9 @@ def rtm(model, q, d, ps=None, ic="isic", illumination=True, mode="QR", seed=None
     _check_ic(ic)
     shifts = None if offsets is None else offset_shifts(model, offsets)
     probed = ps is not None or shifts is not None
+    # images are restricted to the physical domain: probe fields skip the absorbing layers
     opts = ProbingOptions(ps=ps, mode=mode, subsample=subsample, method=method, block=block,
-                          probe_kwargs=probe_kwargs)
+                          probe_kwargs=probe_kwargs, sum_padding=False)
     rngs = shot_generators(seed, q.nshots)
     nout = 1 if shifts is None else len(shifts)
     img = np.zeros((nout,) + model.shape_padded, dtype=np.float64)
@@ -236,7 +237,7 @@ def rtm(model, q, d, ps=None, ic="isic", illumination=True, mode="QR", seed=None
             if ps is None:  # exact gathers: identity probes
                 Q = np.eye(nt, dtype=np.float32)
                 probing = Probing(Q, subsample=1, method=method, block=block or DEFAULT_BLOCK, direct=False,
-                                  dtype=model.dtype)
+                                  dtype=model.dtype, layers=False)
             else:
                 probing = probes_for_shot(opts, wc, dt, nt, d[i], rngs[i], dtype=model.dtype)
                 probing.direct = shifts is None and ic != "isic"
@@ -250,7 +251,7 @@ def rtm(model, q, d, ps=None, ic="isic", illumination=True, mode="QR", seed=None
             else:
                 img += probed_image(model, np.asarray(ubar_f.data), np.asarray(vbar_f.data), ic,
                                     shifts=tuple(shifts) if shifts is not None else (0,),
-                                    region=region_slices(model)) / dt
+                                    region=region_slices(model, probing)) / dt
             release(ubar_f, vbar_f)
         if illumination:
             illum += lam
@@ -270,7 +271,8 @@ def rtm(model, q, d, ps=None, ic="isic", illumination=True, mode="QR", seed=None
 
 # --------------------------------------------------------------------------- LS-RTM
 def lsrtm_objective(model, q, d, dm, ps=None, nlind=False, mode="QR", seed=None, *, probe_data=None,
-                    subsample="auto", method="blocked", block=None, probe_kwargs=None, d0=None):
+                    subsample="auto", method="blocked", block=None, probe_kwargs=None, sum_padding=True,
+                    d0=None):
     """Least-squares RTM misfit and gradient w.r.t. the reflectivity ``dm``.
 
     ``f = ½ Σ dt_d ‖J dm − d‖²`` and ``g = dt_d · Jᵀ (J dm − d)`` (Born modelling
@@ -279,16 +281,18 @@ def lsrtm_objective(model, q, d, dm, ps=None, nlind=False, mode="QR", seed=None,
     (default: the residual). ``nlind=True`` first subtracts the background data
     ``F(m0) q`` from ``d`` (pass ``d0`` to reuse a computed background).
 
-    Returns ``(f, g)``: float and float32 array of the model's shape.
+    ``sum_padding`` as in :func:`timeprobe.fwi_objective` (True: ``g`` is the exact derivative).
+
+    Returns ``(f, g)``: float and an array of the model's shape and dtype.
     """
     check_inputs(model, q, d=d)
     dm = check_dm(model, dm)
     if nlind:
         if d0 is None:
             d0 = forward(model, q, d.geometry)
-        d = Data(d.geometry, [a - b for a, b in zip(d.arrays, d0.arrays)])
+        d = Data(d.geometry, [a - b for a, b in zip(d.arrays, d0.arrays)], dtype=model.dtype)
     pred = born(model, q, dm, d.geometry)
-    res = Data(d.geometry, [p - o for p, o in zip(pred.arrays, d.arrays)])
+    res = Data(d.geometry, [p - o for p, o in zip(pred.arrays, d.arrays)], dtype=model.dtype)
     f = 0.0
     for i in range(res.nshots):
         f += 0.5 * res.geometry[i].dt * float(np.sum(res.arrays[i].astype(np.float64) ** 2))
@@ -296,10 +300,13 @@ def lsrtm_objective(model, q, d, dm, ps=None, nlind=False, mode="QR", seed=None,
     if len(dts) == 1:
         g = res.geometry[0].dt * jacobian_adjoint(model, q, res, ps=ps, mode=mode, seed=seed,
                                                   probe_data=probe_data, subsample=subsample,
-                                                  method=method, block=block, probe_kwargs=probe_kwargs)
+                                                  method=method, block=block, probe_kwargs=probe_kwargs,
+                                                  sum_padding=sum_padding)
     else:  # shots sampled differently: weight each by its own dt_d
-        scaled = Data(res.geometry, [res.geometry[i].dt * a for i, a in enumerate(res.arrays)])
+        scaled = Data(res.geometry, [res.geometry[i].dt * a for i, a in enumerate(res.arrays)],
+                      dtype=model.dtype)
         g = jacobian_adjoint(model, q, scaled, ps=ps, mode=mode, seed=seed,
                              probe_data=probe_data if probe_data is not None else res,
-                             subsample=subsample, method=method, block=block, probe_kwargs=probe_kwargs)
-    return f, np.asarray(g, dtype=np.float32)
+                             subsample=subsample, method=method, block=block, probe_kwargs=probe_kwargs,
+                             sum_padding=sum_padding)
+    return f, np.asarray(g, dtype=model.dtype)

@@ -15,6 +15,25 @@ full-storage field ``u[0 … nt]`` fits ``nt + 1`` snapshots and all paths sum e
 terms: the first source sample ``src[0]`` is not injected (``u[0] = u[1] = 0``), which the
 adjoint mirrors (``srca[0] = 0``).
 
+The gradient is the exact derivative of this discrete scheme. Devito's ``u.dt``
+(time order 2) is the forward difference, so step ``n`` solves, pointwise, ::
+
+    (m + η dt) u[n+1] − (2m + η dt + dt² Δ_h) u[n] + m u[n−1] = dt² Wᵀ src[n],
+
+the injection ``u[n+1] += dt²/m · Wᵀ src[n]`` being this equation divided by
+``m + η dt`` where ``η = 0`` (Devito evaluates ``m`` at the grid points it injects
+into, all inside the physical domain, where the damping vanishes; so ``m`` enters the
+injection only through that division and the source term carries no derivative).
+With multipliers ``λ[n]`` (``n = 1 … nt−1``) the Lagrangian's stationarity in
+``u[2 … nt]`` is the adjoint stencil below (``damp·v.dt.T``) run from ``λ[nt−1] =
+λ[nt] = 0`` down to ``λ[1]``, ``λ = v/dt²`` for ``v`` driven by ``dt²/m·Pᵀ ∂f/∂rec``
+injected into ``v[n−1]`` at step ``n``; and ``∂f/∂m_pad = −Σ_{n=1}^{nt−1} λ[n]·
+(u[n+1] − 2u[n] + u[n−1]) = −Σ_n v[n]·ü[n]``. Summation by parts turns this into the
+``−Σ_n u[n]·v̈[n]`` the operators accumulate with no remainder: the boundary terms
+``u[nt−1]v[nt] − u[0]v[1] + u[1]v[0] − u[nt]v[nt−1]`` vanish. The only term the
+padded-grid sum misses is the chain rule through ``m_pad = E m`` (the absorbing layers
+copy the edge points): :meth:`timeprobe.Model.pad_adjoint` applies ``Eᵀ``.
+
 Equation builders (each written once, used by every factory):
 
 * :func:`wave_stencil` — the leapfrog update, forward or adjoint (transposed damping);

@@ -5,12 +5,14 @@ fields ``ū_p`` (and, for imaging conditions other than the cross-correlation, r
 of the adjoint run). This module owns their memory and layout; the equations that fill them
 are built in :mod:`timeprobe.operators`, the probe vectors designed in :mod:`timeprobe.probing`.
 
-* **Probe region.** The gradient is only ever returned on the physical domain, so the probe
-  fields, the ring buffer and the probed gradient cover the physical domain plus
-  ``space_order/2`` points (:func:`probe_margin`) — enough for the spatial derivatives of the
-  imaging conditions — instead of the padded grid (31 % less memory and work on the 801×207
-  Overthrust with 40 absorbing points). The region has dimensions of its own
-  (:class:`ProbeRegion`); equations read the grid's fields at ``x_region + margin``.
+* **Probe region.** Images, and gradients restricted to the physical domain
+  (``sum_padding=False``), are only ever returned on the physical domain, so their probe
+  fields, ring buffer and probed gradient cover the physical domain plus ``space_order/2``
+  points (:func:`probe_margin`) — enough for the spatial derivatives of the imaging
+  conditions — instead of the padded grid (31 % less memory and work on the 801×207
+  Overthrust with 40 absorbing points). Exact-derivative gradients (the default) need the
+  absorbing layers too (margin 0, :func:`region_margin`). The region has dimensions of its
+  own (:class:`ProbeRegion`); equations read the grid's fields at ``x_region + margin``.
 * **Ring buffer** (``method="blocked"``): every k-th snapshot is copied into one of ``B`` slots;
   once per block of ``B`` snapshots the operator applies the block's rows of ``Qᵀ`` to the
   buffer. The slots sit just outside the innermost spatial axis, ``(x, b, y)``.
@@ -31,7 +33,7 @@ from devito import ConditionalDimension, DefaultDimension, Function
 
 from .compat import wrap_array
 
-__all__ = ["ProbeLayout", "probe_layout", "probe_margin", "region_slices", "ProbeRegion", "probe_region",
+__all__ = ["ProbeLayout", "probe_layout", "probe_margin", "region_margin", "region_slices", "ProbeRegion", "probe_region",
            "probe_dims", "block_dim", "inner_probe_axis", "swap_probe_axis", "placeholder",
            "new_buffer", "buffer_view", "TIME_INDEXED"]
 
@@ -54,17 +56,23 @@ def probe_layout(probing, model, direct=None):
     ``model``'s grid; ``direct`` overrides ``probing.direct`` (the adjoint decides it with its
     imaging condition)."""
     return ProbeLayout(probing.method, probing.r, probing.subsample, probing.block,
-                       bool(probing.direct if direct is None else direct), probe_margin(model))
+                       bool(probing.direct if direct is None else direct), region_margin(model, probing))
 
 
 def probe_margin(model):
-    """Points of each absorbing layer that the probe fields leave out (module docstring)."""
+    """Points of each absorbing layer that probe fields skipping the layers leave out."""
     return max(model.nbl - model.space_order // 2, 0)
 
 
-def region_slices(model):
-    """Index of the probe region in padded-grid arrays."""
-    t = probe_margin(model)
+def region_margin(model, probing):
+    """The probe region's margin for ``probing``: 0 (the whole padded grid) when its fields
+    cover the absorbing layers (``probing.layers``), else :func:`probe_margin`."""
+    return 0 if probing.layers else probe_margin(model)
+
+
+def region_slices(model, probing):
+    """Index of ``probing``'s probe region in padded-grid arrays."""
+    t = region_margin(model, probing)
     return tuple(slice(t, n - t) for n in model.shape_padded)
 
 

@@ -9,9 +9,15 @@ and resample traces between the data axes and the computational axis
 Linear algebra conventions (plain Euclidean inner products on both sides):
 
 * ``F q``       forward modelling, ``Fᵀ d`` adjoint modelling (:func:`forward`, :func:`adjoint`);
-* ``J δm``      Born modelling (:func:`born`);
-* ``Jᵀ δd = −Σ_n u[n] · v̈[n]``  adjoint Born (:func:`born_adjoint`, full storage), where
-  ``v`` is the adjoint field driven by ``Rᵀ δd`` (``v̈`` the centred second difference).
+* ``J δm``      Born modelling (:func:`born`), the derivative of ``F`` w.r.t. the physical
+  ``m`` (``δm`` edge-padded into the absorbing layers like ``m``);
+* ``Jᵀ δd = Eᵀ(−Σ_n u[n] · v̈[n])``  adjoint Born (:func:`born_adjoint`, full storage), where
+  ``v`` is the adjoint field driven by ``Rᵀ δd`` (``v̈`` the centred second difference) and
+  ``Eᵀ`` = :meth:`Model.pad_adjoint` folds the absorbing layers onto the edge points.
+
+Exactness: the operators' ``−Σ_{n=1}^{nt−1} u[n]·v̈[n]`` is the exact derivative of the discrete
+misfit w.r.t. the padded ``m`` (derivation in :mod:`timeprobe.operators`); ``Eᵀ`` maps it to
+the physical ``m``.
 
 Probing (:class:`timeprobe.probing.Probing`): the forward pass accumulates
 ``ū_p = Σ_s k·dt · Q[s, p] · u[k s]`` and the adjoint pass either
@@ -111,7 +117,9 @@ def run_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, save=False, pr
                 kwargs["ring"] = ring = new_buffer(ws, "ring", layout)
         if dm is not None:
             ws.field("du").data[:] = 0
-            ws.function("dm").data[:] = model.pad(check_dm(model, dm), mode="constant")
+            # edge padding, as m itself (Model.m_padded): J is then the derivative of
+            # forward(model.with_m(m)) and its adjoint ends with Model.pad_adjoint
+            ws.function("dm").data[:] = model.pad(check_dm(model, dm), mode="edge")
         if illumination:
             ws.function("illum").data[:] = 0
         op.apply(**kwargs)
@@ -180,7 +188,7 @@ def run_adjoint(model, rec_coords, residual_c, dt, nt, src_coords=None, usave=No
                 kwargs["Qblk"] = new_buffer(ws, "Qblk", layout, W)
                 kwargs["ring"] = new_buffer(ws, "ring", layout)
             if direct:
-                # the gradient on the probe region only (probe_buffers.probe_margin)
+                # the gradient on the probe region only (probe_buffers.region_margin)
                 kwargs["grad_r"] = new_buffer(ws, "grad_r", layout)
                 if probing.method == "blocked":
                     # ū → (x, p, y) in place for the adjoint's update (probe_buffers.inner_probe_axis)
@@ -209,7 +217,7 @@ def run_adjoint(model, rec_coords, residual_c, dt, nt, src_coords=None, usave=No
                     swap_probe_axis(ubar_data, to_inner=False)
         if "grad_r" in kwargs:
             grad = np.zeros(ws.shape, dtype=ws.dtype)
-            grad[region_slices(model)] = kwargs["grad_r"].data
+            grad[region_slices(model, probing)] = kwargs["grad_r"].data
         elif grad is not None:
             grad = np.array(grad.data)
         out = (None if srca is None else np.array(srca.data[:nt]), grad, vbar)
@@ -241,12 +249,12 @@ def forward(model, q, rec_geometry, save=False):
     dt, nt = computational_axis(model, q.geometry, rec_geometry)
     out, fields = [], []
     for i in range(q.nshots):
-        wc = to_computational(q.arrays[i], q.geometry, dt, nt)
+        wc = to_computational(q.arrays[i], q.geometry, dt, nt, dtype=model.dtype)
         rec, u = run_forward(model, q.geometry.coordinates[i], wc, rec_geometry.coordinates[i],
                              dt, nt, save=save)
-        out.append(from_computational(rec, rec_geometry[i], dt, nt))
+        out.append(from_computational(rec, rec_geometry[i], dt, nt, dtype=model.dtype))
         fields.append(u)
-    d = Data(rec_geometry, out)
+    d = Data(rec_geometry, out, dtype=model.dtype)
     return (d, fields) if save else d
 
 
@@ -262,41 +270,46 @@ def adjoint(model, d, src_geometry):
     dt, nt = computational_axis(model, src_geometry, d.geometry)
     out = []
     for i in range(d.nshots):
-        rc = from_computational_adjoint(d.arrays[i], d.geometry[i], dt, nt)
+        rc = from_computational_adjoint(d.arrays[i], d.geometry[i], dt, nt, dtype=model.dtype)
         srca, _, _ = run_adjoint(model, d.geometry.coordinates[i], rc, dt, nt,
                                  src_coords=src_geometry.coordinates[i])
-        out.append(to_computational_adjoint(srca, src_geometry[i], dt, nt))
-    return Data(src_geometry, out)
+        out.append(to_computational_adjoint(srca, src_geometry[i], dt, nt, dtype=model.dtype))
+    return Data(src_geometry, out, dtype=model.dtype)
 
 
 def born(model, q, dm, rec_geometry):
-    """Born (linearised) modelling ``δd = J(m) δm`` with ``δm`` in s²/km², shape of the model."""
+    """Born (linearised) modelling ``δd = J(m) δm`` with ``δm`` in s²/km², shape of the model.
+
+    ``J`` is the derivative of ``forward(model.with_m(m), q, rec_geometry)`` w.r.t. the physical
+    ``m``: ``δm`` is padded into the absorbing layers like ``m`` (edge values, :meth:`Model.pad`),
+    so ``J δm = lim (F(m + hδm) − F(m))/h`` exactly (discrete scheme)."""
     check_inputs(model, q, rec_geometry)
     dm = check_dm(model, dm)
     dt, nt = computational_axis(model, q.geometry, rec_geometry)
     out = []
     for i in range(q.nshots):
-        wc = to_computational(q.arrays[i], q.geometry, dt, nt)
+        wc = to_computational(q.arrays[i], q.geometry, dt, nt, dtype=model.dtype)
         rec = run_born(model, q.geometry.coordinates[i], wc, rec_geometry.coordinates[i], dm, dt, nt)
-        out.append(from_computational(rec, rec_geometry[i], dt, nt))
-    return Data(rec_geometry, out)
+        out.append(from_computational(rec, rec_geometry[i], dt, nt, dtype=model.dtype))
+    return Data(rec_geometry, out, dtype=model.dtype)
 
 
 def born_adjoint(model, q, d):
-    """Adjoint Born ``Jᵀ δd = −Σ_n u[n]·v̈[n]`` summed over shots (full wavefield storage).
+    """Adjoint Born ``Jᵀ δd = Eᵀ(−Σ_n u[n]·v̈[n])`` summed over shots (full wavefield storage).
 
-    The exact reference every cheaper gradient is measured against. Returns an
-    array of the model's shape (float32).
+    ``n = 1 … nt−1``; ``Eᵀ`` is :meth:`Model.pad_adjoint` (the transpose of the edge padding
+    :func:`born` applies to δm). The exact reference every cheaper gradient is measured
+    against. Returns an array of the model's shape and dtype.
     """
     check_inputs(model, q, d=d)
     dt, nt = computational_axis(model, q.geometry, d.geometry)
     g = np.zeros(model.shape, dtype=np.float64)
     for i in range(q.nshots):
-        wc = to_computational(q.arrays[i], q.geometry, dt, nt)
+        wc = to_computational(q.arrays[i], q.geometry, dt, nt, dtype=model.dtype)
         _, usave = run_forward(model, q.geometry.coordinates[i], wc, d.geometry.coordinates[i],
                                dt, nt, save=True)
-        rc = from_computational_adjoint(d.arrays[i], d.geometry[i], dt, nt)
+        rc = from_computational_adjoint(d.arrays[i], d.geometry[i], dt, nt, dtype=model.dtype)
         _, grad, _ = run_adjoint(model, d.geometry.coordinates[i], rc, dt, nt, usave=usave)
         release(usave)
-        g += model.unpad(grad) / dt  # operator computes −dt·Σ u·v̈
-    return g.astype(np.float32)
+        g += model.pad_adjoint(grad) / dt  # operator computes −dt·Σ u·v̈
+    return g.astype(model.dtype)
