@@ -28,12 +28,13 @@ from .model import Model, smooth_model  # noqa: E402
 from .propagators import adjoint, born, born_adjoint, forward  # noqa: E402
 from .objectives import fwi_objective, jacobian_adjoint  # noqa: E402
 from .imaging import lsrtm_objective, rtm  # noqa: E402
+from .fwi import fwi  # noqa: E402  (the function; the module stays importable as timeprobe.fwi)
 
 __version__ = "0.1.0"
 
 __all__ = ["Model", "Geometry", "Data", "ricker", "resample", "time_axis", "smooth_model",
            "forward", "adjoint", "born", "born_adjoint", "fwi_objective", "jacobian_adjoint"]
-__all__ += ["rtm", "lsrtm_objective"]
+__all__ += ["rtm", "lsrtm_objective", "fwi"]
 
 
 def __getattr__(name):
