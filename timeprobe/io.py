@@ -33,7 +33,8 @@ Plausibility checks raise ``ValueError`` naming the header: a sampling interval
 below 10 μs or above 1 s, varying sample counts, intervals or delays, invalid
 scalars, every coordinate zero (no geometry in the file), coordinates beyond
 20 000 km or depths beyond 100 km (a missing scalar), non-finite samples
-(``nonfinite="zero"`` zeroes them instead, for :func:`timeprobe.preprocessing.reject_bad_traces`).
+(``nonfinite="zero"`` zeroes the traces holding them instead, for
+:func:`timeprobe.preprocessing.reject_bad_traces` to drop).
 
 2D versus 3D: with ``dim=None`` the coordinates are 2D ``(x, z)`` when every
 ``SourceY``/``GroupY`` is zero, else 3D ``(x, y, z)``. With ``dim=2`` and ``y``
@@ -164,7 +165,7 @@ def _read_traces(path, depth_sign, units, nonfinite):
             raise ValueError(f"{path}: trace {k} (FFID {h['FieldRecord'][k]}, TraceNumber {h['TraceNumber'][k]}) "
                              f"and {int(bad.any(axis=1).sum()) - 1} other(s) hold NaN or inf samples; pass "
                              f"nonfinite='zero' to zero them (then drop them with reject_bad_traces)")
-        samples[bad] = 0.0
+        samples[bad.any(axis=1)] = 0.0  # a trace with a non-finite sample is corrupt as a whole
     if units == "auto":
         units = "ft" if system == 2 else "m"
     factor = _FOOT if units == "ft" else 1.0
@@ -244,7 +245,7 @@ def project_line(points_xy, direction=None):
     direction (largest singular vector; ``direction`` overrides it), oriented so that
     the along-line coordinate grows with x (with y for a line along y); its origin is
     the projection of the point with the smallest coordinate, so every point gets
-    ``x_new ≥ 0``.
+    ``x_new ≥ 0`` (to round-off).
     """
     p = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
     c = p.mean(axis=0)
@@ -293,7 +294,7 @@ def read_segy(path_or_paths, group_by="auto", depth_sign=1, dim=None, *, sort=Tr
         Unit of coordinates and depths; "auto" follows the binary header's
         ``MeasurementSystem`` (2 = feet). Feet are converted to m.
     nonfinite : {"raise", "zero"}
-        What to do with NaN/inf samples.
+        Traces holding NaN/inf samples raise, or are zeroed (dead traces).
     return_projection : bool
         Also return the :class:`LineProjection` (None when no projection was needed).
 
