@@ -102,6 +102,9 @@ def test_resume_a_run_configured_with_fewer_iterations(case, reference, tmp_path
     assert np.linalg.norm(res.m - full.m) <= 1e-5 * np.linalg.norm(full.m)
     again = tp.fwi(init, q, d, out=tmp_path / "short", resume=True, **KW)           # nothing left to do
     assert again.iterations == 4 and np.array_equal(again.m, res.m)
+    # band 0 is closed after 2 iterations: asking for 3 there cannot end at the uninterrupted model
+    with pytest.raises(ValueError, match=r"band 0 .* has already run 2 iteration\(s\), the settings ask for 3"):
+        tp.fwi(init, q, d, out=tmp_path / "short", resume=True, **{**KW, "iterations": [3, 2]})
 
 
 def test_resume_refuses_other_settings(case, tmp_path):

@@ -258,13 +258,21 @@ def example_config(kind, data_files, model_file=None, iterations=None, group_by=
         "",
         "[preprocessing]",
         _line("reject_bad_traces", True, "drop dead traces and traces 10x stronger than the median"),
-        _line("mute_velocity", 1.5, "km/s: zero what arrives before mute_t0 + offset / mute_velocity",
-              commented=True),
-        _line("mute_t0", -50.0, "ms", commented=True),
-        _line("mute_taper", 20.0, "ms", commented=True),
+    ]
+    if kind == "rtm":  # the direct wave only images the acquisition surface: mute it
+        mute_t0 = float(round(1.5e3 / f_peak))
+        out += [_line("mute_velocity", v0, "km/s: zero what arrives before mute_t0 + offset / mute_velocity"),
+                _line("mute_t0", mute_t0, "ms: 1.5 periods of the peak frequency after the direct wave"),
+                _line("mute_taper", 20.0, "ms")]
+    else:
+        out += [_line("mute_velocity", v0, "km/s: zero what arrives before mute_t0 + offset / mute_velocity",
+                      commented=True),
+                _line("mute_t0", -50.0, "ms", commented=True),
+                _line("mute_taper", 20.0, "ms", commented=True)]
+    out += [
         _line("bandpass_hz", [2.0, float(round(f_high))], "Hz: zero-phase Butterworth band-pass", commented=True),
-        _line("gain_power", 0.0, "multiply by (t / 1 s)^power (0: off)"),
-        _line("normalize", False, "divide every trace by its L2 norm"),
+        _line("gain_power", 0.0, "RTM only: multiply by (t / 1 s)^power (0: off)"),
+        _line("normalize", False, "RTM only: divide every trace by its L2 norm"),
         "",
     ]
     if kind == "fwi":
@@ -323,7 +331,12 @@ def _starting_model(cfg):
 
 
 def _read_inputs(cfg, log):
-    """Observed data (preprocessed), sources and starting model from a configuration."""
+    """Observed data, sources and starting model from a configuration.
+
+    The data returned have gone through bad-trace rejection and the band-pass, the
+    convolutional steps the wavelet estimate must see too; :func:`_condition` applies the
+    rest (mute, gain, normalisation) after the wavelet is known.
+    """
     from . import preprocessing as pp
     from .io import read_segy
     dc, pc = cfg["data"], cfg["preprocessing"]
@@ -345,15 +358,12 @@ def _read_inputs(cfg, log):
         dropped = sum(int((~k).sum()) for k in kept)
         if dropped:
             log(f"rejected {dropped} bad trace(s)")
-    if pc["mute_velocity"] is not None:
-        d = pp.top_mute(d, src, pc["mute_velocity"], t0=pc["mute_t0"], taper=pc["mute_taper"])
     if pc["bandpass_hz"] is not None:
-        lo, hi = (list(pc["bandpass_hz"]) + [None, None])[:2]
-        d = pp.bandpass(d, None if not lo else lo / 1e3, None if not hi else hi / 1e3)
-    if pc["gain_power"]:
-        d = pp.time_gain(d, pc["gain_power"])
-    if pc["normalize"]:
-        d = pp.normalize_traces(d)
+        corners = list(pc["bandpass_hz"])
+        if len(corners) != 2:
+            raise ValueError(f"[preprocessing] bandpass_hz must be [fmin, fmax] in Hz (0 for an open side), "
+                             f"got {corners}")
+        d = pp.bandpass(d, corners[0] / 1e3 if corners[0] else None, corners[1] / 1e3 if corners[1] else None)
     model = _starting_model(cfg)
     where = f"(grid x {model.domain_bounds[0]} m, z {model.domain_bounds[1]} m; set [model] origin/shape)"
     try:
@@ -362,6 +372,19 @@ def _read_inputs(cfg, log):
     except ValueError as e:
         raise ValueError(f"{e} {where}") from None
     return d, src, model
+
+
+def _condition(cfg, d, src):
+    """Mute, gain and trace normalisation of ``[preprocessing]`` (after the wavelet estimate)."""
+    from . import preprocessing as pp
+    pc = cfg["preprocessing"]
+    if pc["mute_velocity"] is not None:
+        d = pp.top_mute(d, src, pc["mute_velocity"], t0=pc["mute_t0"], taper=pc["mute_taper"])
+    if pc["gain_power"]:
+        d = pp.time_gain(d, pc["gain_power"])
+    if pc["normalize"]:
+        d = pp.normalize_traces(d)
+    return d
 
 
 def _wavelet(cfg, model, src, d, log):
@@ -453,8 +476,14 @@ def _cmd_fwi(args, log):
     fc = cfg["fwi"]
     out = _check_out(args.out, args.resume)
     _save_config(cfg, out)
+    pc = cfg["preprocessing"]
+    if pc["gain_power"] or pc["normalize"]:
+        raise ValueError("[preprocessing] gain_power and normalize change amplitudes the wave equation does not "
+                         "model: FWI would fit them with a wrong model. Use them for RTM only (set gain_power = 0.0 "
+                         "and normalize = false)")
     d, src, model0 = _read_inputs(cfg, log)
     q = _wavelet(cfg, model0, src, d, log)
+    d = _condition(cfg, d, src)
     bands = None if fc["bands_hz"] is None else [
         b / 1e3 if isinstance(b, (int, float)) else [None if not v else v / 1e3 for v in b] for b in fc["bands_hz"]]
     water_rows = int(round(fc["water_depth"] / model0.spacing[-1])) if fc["water_depth"] else 0
@@ -490,6 +519,7 @@ def _cmd_rtm(args, log):
     (out / "qc").mkdir(exist_ok=True)
     d, src, model = _read_inputs(cfg, log)
     q = _wavelet(cfg, model, src, d, log)
+    d = _condition(cfg, d, src)
     ps = rc["ps"] or None
     raw = np.zeros(model.shape, dtype=np.float64)
     illum = np.zeros(model.shape, dtype=np.float64)

@@ -37,7 +37,9 @@ configured with fewer iterations — and ends at the same model as an uninterrup
 (bit for bit in serial runs; with a Dask client the shot gradients are summed in
 completion order, equal to round-off). Resuming with settings other than the
 iteration counts (bands, batch, probes, bounds, data…) raises ``ValueError`` naming
-them. Without ``resume`` a ``DIR`` holding results is refused (they are never overwritten).
+them; iterations may be added to the band in progress and to later bands (a band
+already closed keeps its count: the resumed run must end where an uninterrupted run
+with the new counts ends). Without ``resume`` a ``DIR`` holding results is refused (they are never overwritten).
 With ``plots=True`` a QC figure ``DIR/qc/iteration-NNNN.png`` is written per iteration.
 """
 from __future__ import annotations
@@ -204,6 +206,21 @@ def _check_fingerprint(saved, current):
                          f"of iterations may change between a run and its resumption")
 
 
+def _check_iterations(iters, bands_run, counters, messages, band_list):
+    """On resumption, the bands already closed must keep the iterations they ran (or more, if they
+    stopped early), and the band in progress cannot get fewer than it ran: a resumed run can only
+    end where an uninterrupted run with the new counts would."""
+    done = np.bincount(np.asarray(bands_run, dtype=int), minlength=len(band_list))
+    current = counters["band"]
+    for b in range(current + 1):
+        early = len(messages) > b and not messages[b].startswith("maximum number")
+        closed = b < current
+        if (closed and not (iters[b] == done[b] or (early and iters[b] >= done[b]))) or iters[b] < done[b]:
+            raise ValueError(f"cannot resume: band {b} {band_list[b]} kHz has already run {done[b]} iteration(s), "
+                             f"the settings ask for {iters[b]}; only the band in progress (band {current}) and "
+                             f"later ones can get more iterations")
+
+
 def fwi(model0, q, d, *, bands=None, iterations=10, batch=None, ps=None, mode="QR", seed=0, vmin=None,
         vmax=None, water=None, optimizer="spg", memory=None, budget_mb=None, client=None, out=None,
         resume=False, progress=True, plots=True, true_model=None, filter_order=4, callback=None):
@@ -345,6 +362,7 @@ def fwi(model0, q, d, *, bands=None, iterations=10, batch=None, ps=None, mode="Q
                 scale_c = float(state["scale"])
                 m_current = opt_state.x.reshape(model0.shape).astype(model0.m.dtype)
             resumed_from = counters["iteration"]
+            _check_iterations(iters, history["band"], counters, messages, band_list)
     run_t0 = time.perf_counter() - counters["elapsed"]
 
     def save(state_opt=None, c=None):
@@ -443,6 +461,15 @@ def _relative_error(m, true_model):
     return float(np.linalg.norm(vp - vt) / np.linalg.norm(vt))
 
 
+def _band_label(band):
+    lo, hi = (None if f is None else f * 1e3 for f in band)
+    if lo is None and hi is None:
+        return "all frequencies"
+    if lo is None:
+        return f"band ≤ {hi:.3g} Hz"
+    return f"band ≥ {lo:.3g} Hz" if hi is None else f"band {lo:.3g}–{hi:.3g} Hz"
+
+
 def _plot_qc(path, model, m, m0, history, band, true_model):
     """Current velocity, its change since the start and the convergence curves (km axes)."""
     import matplotlib
@@ -463,17 +490,18 @@ def _plot_qc(path, model, m, m0, history, band, true_model):
     lim = float(np.abs(dv).max()) or 1.0
     im = axs[1].imshow(dv.T, extent=ext, cmap="seismic", vmin=-lim, vmax=lim, aspect="auto")
     fig.colorbar(im, ax=axs[1], label="Δvp (km/s)")
-    lo, hi = band
-    label = "all frequencies" if hi is None and lo is None else \
-        f"{'' if lo is None else f'{lo * 1e3:g}–'}{hi * 1e3:g} Hz" if hi is not None else f"> {lo * 1e3:g} Hz"
-    axs[1].set_title(f"update since the start ({label})")
+    axs[1].set_title(f"update since the start ({_band_label(band)})")
     for ax in axs[:2]:
         ax.set_xlabel("x (km)")
         ax.set_ylabel("z (km)")
-    it = np.asarray(history["iteration"])
-    axs[2].semilogy(it, np.asarray(history["objective"]), "o-", label="objective (batch)")
+    it, bands_run = np.asarray(history["iteration"]), np.asarray(history["band"])
+    objective = np.asarray(history["objective"])
+    for b in np.unique(bands_run):  # one curve per band: the objective changes with the band's data
+        sel = bands_run == b
+        axs[2].semilogy(it[sel], objective[sel], "o-", label=f"band {b}")
     axs[2].set_xlabel("iteration")
-    axs[2].set_ylabel("objective")
+    axs[2].set_ylabel("objective (shot batch)")
+    axs[2].legend(fontsize=8, loc="lower left")
     if "rel_error" in history and len(history["rel_error"]):
         ax2 = axs[2].twinx()
         ax2.plot(it, np.asarray(history["rel_error"]), "s--", color="tab:red")
