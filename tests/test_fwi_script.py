@@ -17,7 +17,7 @@ def script():
     return mod
 
 
-TINY = ["--model", "synthetic", "--synthetic-size", "41", "21", "--coarsen", "1", "--iterations", "1",
+TINY = ["--model", "synthetic", "--synthetic-size", "41", "21", "--coarsen", "1", "--bands", "10", "0", "--iterations", "1",
         "--batch", "1", "--tmax", "400", "--src-spacing", "400", "--rec-spacing", "100", "--nbl", "8",
         "--space-order", "4", "--ps", "8", "--quiet"]
 
@@ -26,17 +26,23 @@ def test_tiny_run_outputs_and_no_overwrite(script, tmp_path):
     s1 = script.main(TINY + ["--results", str(tmp_path)], log=lambda *a: None)
     out1 = Path(s1["out"])
     assert out1.parent == tmp_path
-    for name in ("exact.h5", "probed-QR-r8.h5", "models.png", "profiles.png", "convergence.png", "summary.json"):
+    for name in ("exact.h5", "probed-QR-r8.h5", "models.png", "profiles.png", "convergence.png", "summary.json",
+                 "exact/result.h5", "exact/state.h5", "probed-QR-r8/qc/iteration-0002.png"):
         assert (out1 / name).is_file(), name
     with h5py.File(out1 / "probed-QR-r8.h5") as f:
-        assert f["m"].shape == (2, 41, 21)  # initial + 1 iteration
-        for k in ("objective", "time", "peak_memory", "rel_error"):
-            assert f[k].shape == (2,)
+        assert f["m"].shape == (3, 41, 21)  # initial + 1 iteration in each of the 2 bands
+        for k in ("objective", "time", "peak_memory", "rel_error", "band"):
+            assert f[k].shape == (3,)
+        assert list(f["band"][()]) == [-1, 0, 1]
         assert f.attrs["ps"] == 8 and f.attrs["nt"] > 8
         assert np.isfinite(f["rel_error"][()]).all()
+        np.testing.assert_array_equal(f["m"][-1], h5py.File(out1 / "probed-QR-r8" / "result.h5")["m"][()])
     names = {r["name"]: r for r in s1["runs"]}
     assert names["exact"]["memory_ratio_vs_exact"] == 1.0
     assert names["probed-QR-r8"]["memory_ratio_vs_exact"] > 1.0
+    for r in s1["runs"]:
+        assert r["nit"] == 2 and r["time"] > 0 and r["working_memory_mb"] > 0
+    assert "working MiB" in s1["text"]
     mtime = (out1 / "exact.h5").stat().st_mtime_ns
     s2 = script.main(TINY + ["--results", str(tmp_path), "--no-plots"], log=lambda *a: None)
     assert Path(s2["out"]) != out1

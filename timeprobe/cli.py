@@ -278,7 +278,7 @@ def example_config(kind, data_files, model_file=None, iterations=None, group_by=
     if kind == "fwi":
         out += [
             "[fwi]",
-            _line("bands_hz", bands, "Hz: low-pass corners, low first (or pairs [[fmin, fmax], ...])"),
+            _line("bands_hz", bands, "Hz: low-pass corners, low first; pairs [fmin, fmax]; 0: unfiltered"),
             _line("iterations", [its] * len(bands), "per band (one number: the same for every band)"),
             _line("batch", 0, "shots per iteration, drawn afresh every iteration (0: all shots)"),
             _line("ps", 16, "probes per gradient (time probing); 0: exact (stores the wavefield)"),
@@ -484,8 +484,10 @@ def _cmd_fwi(args, log):
     d, src, model0 = _read_inputs(cfg, log)
     q = _wavelet(cfg, model0, src, d, log)
     d = _condition(cfg, d, src)
+    # Hz -> kHz; a corner 0 means "none": 0 alone is the unfiltered data, [0, f] a low-pass
     bands = None if fc["bands_hz"] is None else [
-        b / 1e3 if isinstance(b, (int, float)) else [None if not v else v / 1e3 for v in b] for b in fc["bands_hz"]]
+        (b / 1e3 if b else None) if isinstance(b, (int, float)) else [v / 1e3 if v else None for v in b]
+        for b in fc["bands_hz"]]
     water_rows = int(round(fc["water_depth"] / model0.spacing[-1])) if fc["water_depth"] else 0
     client, own = _client(fc)
     gradient = "exact gradient" if fc["ps"] == 0 else f"{fc['ps']} probes per gradient"

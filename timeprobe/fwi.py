@@ -32,8 +32,8 @@ After every iteration the driver replaces two HDF5 files (atomically,
   every draw is ``default_rng([seed, k])``, so the counter *is* the generator state)
   and a fingerprint of the settings.
 
-``resume=True`` restarts from those files (and starts afresh where there are none) — after an interruption, a kill, or a run
-configured with fewer iterations — and ends at the same model as an uninterrupted run
+``resume=True`` restarts from those files (and starts afresh where there are none) —
+after an interruption, a kill, or a run configured with fewer iterations — and ends at the same model as an uninterrupted run
 (bit for bit in serial runs; with a Dask client the shot gradients are summed in
 completion order, equal to round-off). Resuming with settings other than the
 iteration counts (bands, batch, probes, bounds, data…) raises ``ValueError`` naming
@@ -94,8 +94,9 @@ class FWIResult:
 def frequency_bands(bands):
     """Normalise ``bands`` to a list of ``(fmin, fmax)`` pairs in kHz (``fmin`` may be None).
 
-    Accepts None (one unfiltered band, ``[(None, None)]``), a list of numbers
-    (low-pass corners) or of pairs. Corners must increase from band to band.
+    Accepts None (one unfiltered band, ``[(None, None)]``) or a list of low-pass corners,
+    ``(fmin, fmax)`` pairs and ``None`` (the unfiltered data, as the last band). Corners
+    must not decrease from band to band.
     """
     if bands is None:
         return [(None, None)]
@@ -103,7 +104,9 @@ def frequency_bands(bands):
         raise TypeError(f"bands must be a list of frequencies (kHz) or (fmin, fmax) pairs, got {bands!r}")
     out = []
     for b in bands:
-        if isinstance(b, numbers.Real):
+        if b is None:
+            lo, hi = None, None
+        elif isinstance(b, numbers.Real):
             lo, hi = None, float(b)
         else:
             b = list(b)
@@ -117,26 +120,39 @@ def frequency_bands(bands):
         out.append((lo, hi))
     if not out:
         raise ValueError("bands is empty")
-    highs = [hi for _, hi in out if hi is not None]
+    highs = [np.inf if hi is None else hi for _, hi in out]
     if any(b < a for a, b in zip(highs[:-1], highs[1:])):
-        raise ValueError(f"band corners must not decrease (low frequencies first), got {[h for _, h in out]}")
+        raise ValueError(f"band corners must not decrease (low frequencies first; None, the unfiltered data, "
+                         f"last), got {[h for _, h in out]}")
     return out
 
 
-def _band_data(q, d, band, order):
-    """Wavelets and data of one band: delayed by 2/f_low (kept precursor), then filtered alike."""
-    lo, hi = band
-    if lo is None and hi is None:
-        return q, d
-    f_low = lo if lo is not None else hi
-    shift = np.ceil(2.0 / f_low / d.dt) * d.dt
-    nyq = 0.5 / d.dt
-    if hi is not None and hi >= nyq:
-        raise ValueError(f"band corner {hi} kHz is at or above the data's Nyquist frequency {nyq:g} kHz "
-                         f"(frequencies are in kHz: 8 Hz = 0.008)")
-    qd = q if np.isclose(q.dt, d.dt) else q.resample(d.dt, t=d.geometry.t)
-    return (bandpass(delay(qd, shift), lo, hi, order=order),
-            bandpass(delay(d, shift), lo, hi, order=order))
+class _BandData:
+    """Wavelets and data of one band, filtered shot by shot when a batch asks for them (no copy of the
+    whole survey is held): delayed by 2/f_low (the zero-phase filter's precursor is kept), then
+    filtered alike."""
+
+    def __init__(self, q, d, band, order):
+        lo, hi = band
+        self.q, self.d, self.band, self.order = q, d, band, order
+        if lo is None and hi is None:
+            self.shift = 0.0
+            return
+        nyq = 0.5 / d.dt
+        if hi is not None and hi >= nyq:
+            raise ValueError(f"band corner {hi} kHz is at or above the data's Nyquist frequency {nyq:g} kHz "
+                             f"(frequencies are in kHz: 8 Hz = 0.008)")
+        self.shift = float(np.ceil(2.0 / (lo if lo is not None else hi) / d.dt) * d.dt)
+        if not np.isclose(q.dt, d.dt):  # filter the wavelets on the data's axis
+            self.q = q.resample(d.dt, t=d.geometry.t)
+
+    def __call__(self, idx):
+        q, d = self.q[idx], self.d[idx]
+        if self.band == (None, None):
+            return q, d
+        lo, hi = self.band
+        return (bandpass(delay(q, self.shift), lo, hi, order=self.order),
+                bandpass(delay(d, self.shift), lo, hi, order=self.order))
 
 
 def _digest(*arrays):
@@ -235,8 +251,9 @@ def fwi(model0, q, d, *, bands=None, iterations=10, batch=None, ps=None, mode="Q
     d : Data
         Observed shot records, as many shots as ``q``.
     bands : None or list
-        Frequency bands (kHz), low first: low-pass corners ``[0.004, 0.008]`` or pairs
-        ``[(0.002, 0.005), …]``; None inverts the data as given.
+        Frequency bands (kHz), low first: low-pass corners ``[0.004, 0.008]``, pairs
+        ``[(0.002, 0.005), …]``, and ``None`` for the unfiltered data (``[0.004, 0.006, None]``);
+        ``bands=None`` inverts the data as given.
     iterations : int or list of int
         Iterations per band (one number for all bands).
     batch : int, optional
@@ -403,12 +420,13 @@ def fwi(model0, q, d, *, bands=None, iterations=10, batch=None, ps=None, mode="Q
                 continue  # finished for a reason more iterations do not change
             if iters[b] <= done_in_band:
                 continue  # already ran the iterations asked for in this band
-            qb, db = _band_data(q, d, band_list[b], filter_order)
+            band_data = _BandData(q, d, band_list[b], filter_order)
 
-            def objective(m, qb=qb, db=db):
+            def objective(m, band_data=band_data):
                 k = counters["iteration"]
-                idx = list(range(q.nshots)) if batches is None else batches.batch_for(k)
-                f, g = fwi_objective(base.with_m(m), qb[idx], db[idx], ps=ps, mode=mode, seed=[int(seed), k],
+                idx = list(range(q.nshots)) if batches is None else [int(i) for i in batches.batch_for(k)]
+                qb, db = band_data(idx)
+                f, g = fwi_objective(base.with_m(m), qb, db, ps=ps, mode=mode, seed=[int(seed), k],
                                      client=client, **extra)
                 return f, mask(g)
 

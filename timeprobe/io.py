@@ -68,7 +68,8 @@ import numpy as np
 from .geometry import Data, Geometry
 
 __all__ = ["read_segy", "write_segy", "segy_summary", "project_line", "LineProjection", "ResultsWriter",
-           "read_results", "new_run_dir", "peak_memory_mb", "reset_peak_memory", "write_snapshot", "read_snapshot"]
+           "read_results", "new_run_dir", "peak_memory_mb", "reset_peak_memory", "resident_memory_mb",
+           "write_snapshot", "read_snapshot"]
 
 
 # =========================================================================== SEG-Y
@@ -523,10 +524,36 @@ def peak_memory_mb():
     return peak / 1024.0**2 if sys.platform == "darwin" else peak / 1024.0
 
 
-def reset_peak_memory():
+def resident_memory_mb():
+    """Current resident memory of this process (MiB; ``VmRSS``, Linux), NaN where unavailable."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
+
+
+def reset_peak_memory(trim=True):
     """Reset the peak-memory mark that :func:`peak_memory_mb` reads to the current
     resident size (Linux ≥ 4.0: ``/proc/self/clear_refs``). Returns False where
-    unsupported; the peak then keeps counting from the process start."""
+    unsupported; the peak then keeps counting from the process start.
+
+    With ``trim`` (default) garbage is collected and freed heap pages are returned to the
+    OS first (glibc ``malloc_trim``), so the new mark is not inflated by memory a previous
+    computation released but the allocator kept. A working-memory measurement is then
+    ``peak_memory_mb()`` after the work minus :func:`resident_memory_mb` before it.
+    """
+    if trim:
+        import ctypes
+        import gc
+        gc.collect()
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
