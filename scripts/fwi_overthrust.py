@@ -147,7 +147,14 @@ def coarsen_model(model, k):
 
 
 def load_models(args, log=print):
-    """``(true, initial, label)`` on the run grid, both with the same time step."""
+    """``(true, initial, label)`` on the run grid, both with the same time step.
+
+    The Overthrust file is looked up locally (``--model-file``, ``$TIMEPROBE_DATA``, the
+    shared folder, the cache) and otherwise downloaded from the public SLIM server into
+    the cache and verified (:func:`models.find_overthrust`); offline (or with
+    ``$TIMEPROBE_OFFLINE`` set) the run falls back to the synthetic thrust model and says
+    so loudly. An explicit ``--model-file`` that is missing is an error, not a fallback.
+    """
     kw = dict(nbl=args.nbl, space_order=args.space_order)
     if args.model == "synthetic":
         from models import initial_model, synthetic_thrust
@@ -157,19 +164,24 @@ def load_models(args, log=print):
         init = initial_model(true, 300.0)
         label = f"synthetic thrust model {nx}x{nz} (NOT Overthrust)"
     else:
-        from models import initial_model, overthrust_pair, synthetic_thrust
+        from models import OVERTHRUST_URLS, initial_model, overthrust_pair, synthetic_thrust
         try:
             search = [args.model_file] if args.model_file else None
             true, init = overthrust_pair(args.model, search=search, use_defaults=args.model_file is None,
-                                         download=False, **kw)
+                                         download=args.model_file is None, **kw)
             label = f"SEG/EAGE Overthrust ({args.model})"
         except FileNotFoundError as e:
             if args.model_file:  # an explicit file that is missing is an error, not a fallback
                 raise
             nx, nz = {"small": (401, 121), "2D": (801, 207)}[args.model]
             bar = "!" * 78
-            log(f"{bar}\n!! {str(e).splitlines()[0]}\n!! FALLING BACK to the SYNTHETIC thrust model {nx}x{nz} "
-                f"(NOT the SEG/EAGE Overthrust).\n!! Set TIMEPROBE_DATA or --model-file to use the real model.\n{bar}")
+            lines = str(e).splitlines()
+            # the lookup error's first line, and why the download did not happen
+            why = [lines[0].replace(" Looked in:", "")] + [ln.strip() for ln in lines[lines.index("Download:") + 1:]
+                                if ln.startswith("  ")][:2] if "Download:" in lines else lines[:1]
+            log(f"{bar}\n!! " + "\n!! ".join(why) + f"\n!! FALLING BACK to the SYNTHETIC thrust model {nx}x{nz} "
+                f"(NOT the SEG/EAGE Overthrust).\n!! Set TIMEPROBE_DATA or --model-file, or connect to the internet "
+                f"(download from {OVERTHRUST_URLS[0]}), to use the real model.\n{bar}")
             warnings.warn("Overthrust model not found; using the synthetic thrust model", UserWarning)
             true = synthetic_thrust(nx=nx, nz=nz, spacing=(25.0, 25.0), water_depth=500.0, **kw)
             init = initial_model(true, 300.0)

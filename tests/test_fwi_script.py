@@ -69,6 +69,37 @@ def test_bad_inputs(script, tmp_path):
     assert not any((tmp_path / x).exists() for x in "bcd")
 
 
+def test_overthrust_downloaded_by_default_else_synthetic(script, shared_dir, tmp_path, monkeypatch):
+    """Without a local copy the public address is the default source (a file:// mirror stands in for
+    the SLIM ftp server here) and the file is verified; offline, the run falls back to the synthetic
+    model with a message saying so."""
+    import shutil
+    import models
+    from models import overthrust as ot
+    monkeypatch.delenv("TIMEPROBE_DATA", raising=False)
+    monkeypatch.delenv("TIMEPROBE_OFFLINE", raising=False)
+    monkeypatch.setenv("TIMEPROBE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(ot, "_shared_models_dir", lambda: tmp_path / "no_shared")
+    mirror = tmp_path / "mirror" / "overthrust_model_2D.h5"
+    mirror.parent.mkdir()
+    shutil.copyfile(shared_dir / "models" / "overthrust_2D.h5", mirror)
+    assert ot.OVERTHRUST_URLS[0].startswith("ftp://slim.gatech.edu/")
+    monkeypatch.setattr(ot, "OVERTHRUST_URLS", (mirror.as_uri(),))
+    true, init, label = script.load_models(script.parse_args(["--model", "small", "--nbl", "4"]),
+                                           log=lambda *a: None)
+    assert label == "SEG/EAGE Overthrust (small)" and true.shape == (401, 121)
+    assert (tmp_path / "cache" / "models" / "overthrust_2D.h5").is_file()
+    assert models.verify_overthrust_file(tmp_path / "cache" / "models" / "overthrust_2D.h5", "2D") == (801, 207)
+    shutil.rmtree(tmp_path / "cache")
+    monkeypatch.setenv("TIMEPROBE_OFFLINE", "1")
+    lines = []
+    with pytest.warns(UserWarning, match="synthetic"):
+        true, init, label = script.load_models(script.parse_args(["--model", "small", "--nbl", "4"]),
+                                               log=lines.append)
+    assert "NOT Overthrust" in label and true.shape == (401, 121)
+    assert "FALLING BACK to the SYNTHETIC thrust model 401x121" in lines[0] and "TIMEPROBE_OFFLINE" in lines[0]
+
+
 def test_notebook_small(tmp_path, monkeypatch):
     """The notebook runs end to end at its small size (tiny synthetic grid, 2 iterations)."""
     import nbformat
