@@ -100,6 +100,19 @@ def test_fwi_runs_the_generated_config_and_resumes(segy, tmp_path, capsys, monke
     assert (tmp_path / "full" / "config.toml").read_text() == text
     vp = 1 / np.sqrt(r["m"])
     assert not np.array_equal(r["m"], r["m0"]) and 1.3 < vp.min() and vp.max() < 3.5
+    assert (tmp_path / "full" / "qc" / "wavelet.png").is_file()
+    w = read_snapshot(tmp_path / "full" / "wavelet.h5")
+    assert w["wavelet"].shape == (251, 2) and w["time"][1] == 2.0
+    # the result is a model file: the next step (RTM in the FWI model) reads its latest m
+    model = tp.Model.from_h5(tmp_path / "full" / "result.h5", key="m", nbl=4)
+    np.testing.assert_array_equal(model.m, r["m"])
+    rc, rtm_text, _ = run(["example-config", "rtm", "--data", segy, "--model", tmp_path / "full" / "result.h5"],
+                          capsys)
+    assert rc == 0 and 'key = "m"' in rtm_text
+    rc, quick, _ = run(["example-config", "fwi", "--data", segy, "--spacing", "20", "--bands", "5", "10"], capsys)
+    q = tomllib.loads(quick)
+    assert q["model"]["spacing"] == 20.0 and q["fwi"]["bands_hz"] == [5.0, 10.0]
+    assert q["fwi"]["iterations"] == [10, 10]
     # a non-empty folder is refused
     rc, _, err = run(["fwi", cfg, "--out", tmp_path / "full"], capsys)
     assert rc == 2 and "not empty" in err and "--resume" in err

@@ -161,7 +161,8 @@ def _line(key, value, comment="", commented=False):
     return f"{text:<29} # {comment}" if comment else text
 
 
-def example_config(kind, data_files, model_file=None, iterations=None, group_by="auto", depth_sign=1):
+def example_config(kind, data_files, model_file=None, iterations=None, group_by="auto", depth_sign=1,
+                   spacing=None, bands_hz=None):
     """A complete, commented TOML configuration for ``kind`` ("fwi" or "rtm") derived from the data.
 
     The grid spacing gives 5 points per shortest wavelength (1.5 km/s at the highest
@@ -170,6 +171,10 @@ def example_config(kind, data_files, model_file=None, iterations=None, group_by=
     covering the sources and receivers plus 10 % (≥ 5 cells) on each side, as deep as
     half the largest offset or the depth a zero-offset reflection at the last sample
     comes from. FWI bands: low-pass corners at ¼, ½ and 1 × that highest frequency.
+    ``spacing`` (m) and ``bands_hz`` (Hz) override those choices (a coarser grid and
+    fewer, lower bands for a quick look). A ``model_file`` written by ``timeprobe fwi``
+    (``result.h5``) gives its latest model ``m``; a SLIM/JUDI file its initial model
+    ``m0`` (else ``m``).
     """
     from .io import read_segy
     if kind not in ("fwi", "rtm"):
@@ -187,7 +192,9 @@ def example_config(kind, data_files, model_file=None, iterations=None, group_by=
     offsets = np.concatenate([np.abs(d.geometry.coordinates[i][:, 0] - src.coordinates[i][0, 0])
                               for i in range(d.nshots)])
     v0, grad = 1.5, 0.5
-    h = _nice_spacing(min(25.0, v0 * 1e3 / max(f_high, 1.0) / 5.0))
+    h = _nice_spacing(min(25.0, v0 * 1e3 / max(f_high, 1.0) / 5.0)) if spacing is None else float(spacing)
+    if not h > 0:
+        raise ValueError(f"--spacing must be positive (m), got {spacing}")
     width = pts[:, 0].max() - pts[:, 0].min()
     margin = max(5 * h, 0.1 * width)
     x0 = h * math.floor((pts[:, 0].min() - margin) / h)
@@ -197,7 +204,8 @@ def example_config(kind, data_files, model_file=None, iterations=None, group_by=
     nx, nz = int(round((x1 - x0) / h)) + 1, int(math.ceil((zmax - z0) / h)) + 1
     vbottom = v0 + grad * (zmax / 1e3)
     f_max = min(f_high, 0.4e3 / d.dt)
-    bands = [round(f_max / 4, 1), round(f_max / 2, 1), round(f_max, 1)]
+    bands = [round(f_max / 4, 1), round(f_max / 2, 1), round(f_max, 1)] if bands_hz is None else \
+        [float(b) for b in bands_hz]
     its = 10 if iterations is None else int(iterations)
     if its < 1:
         raise ValueError(f"--iterations must be positive, got {its}")
@@ -208,7 +216,8 @@ def example_config(kind, data_files, model_file=None, iterations=None, group_by=
         model_file = str(Path(model_file).resolve())
         try:
             with h5py.File(model_file, "r") as f:
-                model_key = "m0" if "m0" in f else "m"
+                made_here = str(f.attrs.get("description", "")).startswith("timeprobe FWI")
+                model_key = "m" if made_here or "m0" not in f else "m0"
         except OSError as e:
             raise ValueError(f"--model {model_file}: not a readable HDF5 file ({e})") from None
         vbottom = float(Model.from_h5(model_file, key=model_key, nbl=0, space_order=2).vp.max())
@@ -240,7 +249,10 @@ def example_config(kind, data_files, model_file=None, iterations=None, group_by=
                 _line("key", "m0", "dataset of the model", commented=True)]
     one_d = model_key is not None  # the 1D model's keys, commented out when a file gives the model
     out += [
-        _line("spacing", float(h), f"m: 5 points per shortest wavelength ({v0} km/s, {f_high:.0f} Hz)", one_d),
+        _line("spacing", float(h), (f"m: 5 points per shortest wavelength ({v0} km/s, {f_high:.0f} Hz)"
+                                    if spacing is None else
+                                    f"m (chosen): 5 points per wavelength up to {v0 * 1e3 / (5 * h):.0f} Hz "
+                                    f"at {v0} km/s"), one_d),
         _line("origin", [float(x0), float(z0)], "m: (x, z) of the first grid point", one_d),
         _line("shape", [nx, nz], "grid points (nx, nz): the survey + margins, depth of the record's reach", one_d),
         _line("v0", v0, "km/s at z = 0", one_d),
@@ -402,6 +414,38 @@ def _wavelet(cfg, model, src, d, log):
     return estimate_wavelet(model, src, d, per_shot=sc["per_shot"], fmax=fmax)
 
 
+def _save_wavelet(q, out, plots):
+    """``DIR/wavelet.h5`` (time axis in ms and one wavelet per shot) and ``DIR/qc/wavelet.png``; kept if
+    present (a resumed run re-derives the same wavelet: the run's fingerprint includes it)."""
+    from .io import write_snapshot
+    if (out / "wavelet.h5").exists():
+        return
+    w = np.stack([a[:, 0] for a in q.arrays], 1)
+    write_snapshot(out / "wavelet.h5", dict(time=q.geometry.time, wavelet=w),
+                   attrs=dict(dt=q.dt, t0=q.geometry.t0, description="source wavelet(s) (nt, nshots), time in ms"))
+    if not plots:
+        return
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    (out / "qc").mkdir(exist_ok=True)
+    fig, axs = plt.subplots(1, 2, figsize=(11, 3.5), layout="constrained")
+    t = q.geometry.time
+    n = 4 * len(t)
+    f = np.fft.rfftfreq(n, q.dt) * 1e3
+    for j in range(w.shape[1] if w.shape[1] <= 8 and not np.all(w == w[:, :1]) else 1):
+        axs[0].plot(t, w[:, j], lw=1)
+        spec = np.abs(np.fft.rfft(w[:, j], n))
+        axs[1].plot(f, spec / (spec.max() or 1.0), lw=1)
+    axs[0].set_xlabel("time (ms)")
+    axs[0].set_title("source wavelet")
+    axs[1].set_xlabel("frequency (Hz)")
+    axs[1].set_xlim(0, min(f[-1], 4 * f[np.argmax(np.abs(np.fft.rfft(w[:, 0], n)))] + 10))
+    axs[1].set_title("amplitude spectrum (normalised)")
+    fig.savefig(out / "qc" / "wavelet.png", dpi=80)
+    plt.close(fig)
+
+
 def _client(section):
     if section.get("scheduler"):
         from .parallel import get_client
@@ -465,6 +509,7 @@ def _cmd_info(args, log):
 
 def _cmd_example(args, log):
     text = example_config(args.kind, args.data, model_file=args.model, iterations=args.iterations,
+                          spacing=args.spacing, bands_hz=args.bands,
                           group_by=args.group_by, depth_sign=args.depth_sign)
     print(text)
     return 0
@@ -483,6 +528,7 @@ def _cmd_fwi(args, log):
                          "and normalize = false)")
     d, src, model0 = _read_inputs(cfg, log)
     q = _wavelet(cfg, model0, src, d, log)
+    _save_wavelet(q, out, cfg["output"]["plots"])
     d = _condition(cfg, d, src)
     # Hz -> kHz; a corner 0 means "none": 0 alone is the unfiltered data, [0, f] a low-pass
     bands = None if fc["bands_hz"] is None else [
@@ -521,6 +567,7 @@ def _cmd_rtm(args, log):
     (out / "qc").mkdir(exist_ok=True)
     d, src, model = _read_inputs(cfg, log)
     q = _wavelet(cfg, model, src, d, log)
+    _save_wavelet(q, out, cfg["output"]["plots"])
     d = _condition(cfg, d, src)
     ps = rc["ps"] or None
     raw = np.zeros(model.shape, dtype=np.float64)
@@ -538,7 +585,9 @@ def _cmd_rtm(args, log):
         illum += lam
         image = (raw / (illum + eps * illum.max())).astype(np.float32)
         write_snapshot(out / "result.h5", dict(m=model.m, image=image, illumination=illum.astype(np.float32),
-                                               raw_image=raw.astype(np.float32), iteration=i + 1),
+                                               raw_image=raw.astype(np.float32), iteration=i + 1,
+                                               n=np.array(model.shape), d=np.array(model.spacing),
+                                               o=np.array(model.origin)),
                        attrs=dict(spacing=list(model.spacing), origin=list(model.origin), shots=d.nshots,
                                   description="timeprobe RTM: image after `iteration` shots; m = migration model"))
         if cfg["output"]["plots"]:
@@ -623,6 +672,10 @@ def build_parser():
     e.add_argument("--data", nargs="+", required=True, help="SEG-Y file(s)")
     e.add_argument("--model", default=None, help="starting model (SLIM/JUDI HDF5) instead of a 1D v(z)")
     e.add_argument("--iterations", type=int, default=None, help="iterations per frequency band (default 10)")
+    e.add_argument("--spacing", type=float, default=None, help="grid spacing (m) instead of the one derived from "
+                                                               "the data's band")
+    e.add_argument("--bands", type=float, nargs="+", default=None, help="FWI low-pass corners (Hz) instead of "
+                                                                       "1/4, 1/2 and 1 x the data's band")
     f = sub.add_parser("fwi", help="run FWI from a configuration")
     f.add_argument("config")
     f.add_argument("--out", required=True, help="run folder (new or empty, unless --resume)")

@@ -24,7 +24,8 @@ After every iteration the driver replaces two HDF5 files (atomically,
 * ``DIR/result.h5`` — dataset ``m`` (latest model, squared slowness s²/km², (nx, nz)),
   ``m0``, ``iteration`` (completed iterations), ``band``, ``history/…`` (per
   iteration: objective, band, time, evaluations, peak memory, relative model error when
-  a true model is given), and the grid as attributes;
+  a true model is given), and the grid ``n``, ``d``, ``o`` (the SLIM/JUDI layout:
+  ``Model.from_h5("DIR/result.h5", key="m")`` reads the result);
 * ``DIR/state.h5`` — everything needed to continue: the optimizer state (iterate,
   gradient, SPG's previous step and non-monotone window or the L-BFGS memory pairs,
   :class:`timeprobe.optimize.OptimizerState`), the scale of the band's objective, the
@@ -202,7 +203,7 @@ def _prepare_out(out, resume):
         raise FileExistsError(f"{out} exists and is not a folder")
     has_state = (out / STATE_FILE).is_file()
     qc = out / "qc"
-    has_results = has_state or (out / RESULT_FILE).is_file() or (qc.is_dir() and any(qc.iterdir()))
+    has_results = has_state or (out / RESULT_FILE).is_file() or (qc.is_dir() and any(qc.glob("iteration-*.png")))
     if has_results and not resume:
         raise FileExistsError(f"{out} holds the results of a run; results are never overwritten: choose a new "
                               f"folder, or pass resume=True (timeprobe fwi --resume) to continue that run")
@@ -387,8 +388,10 @@ def fwi(model0, q, d, *, bands=None, iterations=10, batch=None, ps=None, mode="Q
             return
         counters["elapsed"] = time.perf_counter() - run_t0
         hist = {k: np.asarray(v) for k, v in history.items()}
+        # n, d, o: the SLIM/JUDI layout, so Model.from_h5(result.h5, key="m") reads the result back
         write_snapshot(out / RESULT_FILE, dict(m=m_current, m0=model0.m, iteration=counters["iteration"],
-                                               band=counters["band"], history=hist),
+                                               band=counters["band"], history=hist, n=np.array(model0.shape),
+                                               d=np.array(model0.spacing), o=np.array(model0.origin)),
                        attrs=dict(spacing=list(model0.spacing), origin=list(model0.origin), units_m="s^2/km^2",
                                   description="timeprobe FWI: m = latest squared slowness (nx, nz)"))
         values = dict(counters, settings=json.dumps(settings), messages=json.dumps(messages), history=hist,
