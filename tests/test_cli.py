@@ -88,7 +88,7 @@ def test_config_errors_name_the_key(segy, tmp_path, capsys, edit, message):
     assert not (tmp_path / "run" / "result.h5").exists()
 
 
-def test_fwi_runs_the_generated_config_and_resumes(segy, tmp_path, capsys, monkeypatch):
+def test_fwi_runs_the_generated_config_and_resumes(segy, shared_dir, tmp_path, capsys, monkeypatch):
     rc, text, _ = run(["example-config", "fwi", "--data", segy, "--iterations", "1"], capsys)
     cfg = tmp_path / "fwi.toml"
     cfg.write_text(text)
@@ -109,10 +109,13 @@ def test_fwi_runs_the_generated_config_and_resumes(segy, tmp_path, capsys, monke
     rc, rtm_text, _ = run(["example-config", "rtm", "--data", segy, "--model", tmp_path / "full" / "result.h5"],
                           capsys)
     assert rc == 0 and 'key = "m"' in rtm_text
-    rc, quick, _ = run(["example-config", "fwi", "--data", segy, "--spacing", "20", "--bands", "5", "10"], capsys)
-    q = tomllib.loads(quick)
-    assert q["model"]["spacing"] == 20.0 and q["fwi"]["bands_hz"] == [5.0, 10.0]
-    assert q["fwi"]["iterations"] == [10, 10]
+    # (the JUDI-written file once produced `vmax = np.float64(2.81)`: numbers must print as TOML)
+    for data in (segy, shared_dir / "data" / "unit_test_shot_records_2.segy"):
+        rc, quick, _ = run(["example-config", "fwi", "--data", data, "--spacing", "20", "--bands", "5", "10"],
+                           capsys)
+        q = tomllib.loads(quick)
+        assert q["model"]["spacing"] == 20.0 and q["fwi"]["bands_hz"] == [5.0, 10.0]
+        assert q["fwi"]["iterations"] == [10, 10] and isinstance(q["fwi"]["vmax"], float)
     # a non-empty folder is refused
     rc, _, err = run(["fwi", cfg, "--out", tmp_path / "full"], capsys)
     assert rc == 2 and "not empty" in err and "--resume" in err
@@ -167,3 +170,19 @@ def test_console_script_entry_point():
     p = subprocess.run([sys.executable, "-m", "timeprobe.cli", "--help"], capture_output=True, text=True,
                        cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert p.returncode == 0 and "example-config" in p.stdout
+
+
+def test_segy_to_fwi_notebook_small(shared_dir, tmp_path, monkeypatch):
+    """notebooks/segy_to_fwi.ipynb end to end on ../shared/data at its small size (20 m grid, two bands)."""
+    import nbformat
+    from nbclient import NotebookClient
+    nb = nbformat.read(ROOT / "notebooks" / "segy_to_fwi.ipynb", as_version=4)
+    monkeypatch.setenv("TIMEPROBE_NOTEBOOK_SMALL", "1")
+    monkeypatch.setenv("TIMEPROBE_ROOT", str(ROOT))
+    monkeypatch.setenv("TIMEPROBE_DATA", str(shared_dir))
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    (run,) = list((tmp_path / "results-notebook").iterdir())
+    assert int(read_snapshot(run / "fwi" / "result.h5")["iteration"]) == 3        # 2 bands x 1, resumed +1
+    assert read_snapshot(run / "rtm" / "result.h5")["image"].shape == read_snapshot(run / "fwi" / "result.h5")["m"].shape
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
+    assert len(images) == 5                        # survey, wavelet, QC, data fit, RTM image

@@ -34,6 +34,10 @@ def test_recovers_a_known_wavelet_within_two_percent(case):
     for a in q.arrays:
         assert rel(a[:, 0], w_a) < 0.02
     np.testing.assert_array_equal(q.arrays[0], q.arrays[1])       # one wavelet for the survey
+    short = estimate_wavelet(model, src, d_same, length=300.0).arrays[0][:, 0]
+    t = q.geometry.time
+    assert not short[t >= 300].any() and rel(short, w_a) < 0.02
+    np.testing.assert_array_equal(short[t <= 240], q.arrays[0][t <= 240, 0])
 
 
 def test_per_shot_wavelets(case):

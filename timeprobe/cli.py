@@ -46,7 +46,7 @@ SCHEMA = {
               "shape": (list, None), "v0": (_NUM, 1.5), "gradient": (_NUM, 0.5), "smooth": (_NUM, 0.0),
               "nbl": (int, 40), "space_order": (int, 8)},
     "source": {"wavelet": (str, "estimate"), "f0_hz": (_NUM, 8.0), "delay_ms": (_NUM, None),
-               "per_shot": (bool, False), "fmax_hz": (_NUM, None)},
+               "per_shot": (bool, False), "fmax_hz": (_NUM, None), "length_ms": (_NUM, None)},
     "preprocessing": {"reject_bad_traces": (bool, True), "mute_velocity": (_NUM, None), "mute_t0": (_NUM, 0.0),
                       "mute_taper": (_NUM, 20.0), "bandpass_hz": (list, None), "gain_power": (_NUM, 0.0),
                       "normalize": (bool, False)},
@@ -147,8 +147,10 @@ def _toml_value(v):
     """TOML literal of a Python value (floats always with a decimal point)."""
     if isinstance(v, bool):
         return "true" if v else "false"
-    if isinstance(v, float):
-        return repr(round(v, 6))
+    if isinstance(v, (float, np.floating)):
+        return repr(float(round(float(v), 6)))
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     if isinstance(v, str):
@@ -267,6 +269,8 @@ def example_config(kind, data_files, model_file=None, iterations=None, group_by=
         _line("f0_hz", round(f_peak, 1), 'Hz: Ricker peak frequency (wavelet = "ricker")'),
         _line("delay_ms", 125.0, "ms: Ricker peak time (default 1/f0)", commented=True),
         _line("fmax_hz", 40.0, "Hz: band of the impulse responses (default from the data)", commented=True),
+        _line("length_ms", float(round(4e3 / f_peak, -1)), "ms: keep the first length_ms of the estimate",
+              commented=True),
         "",
         "[preprocessing]",
         _line("reject_bad_traces", True, "drop dead traces and traces 10x stronger than the median"),
@@ -411,7 +415,7 @@ def _wavelet(cfg, model, src, d, log):
     from .wavelet import estimate_wavelet
     log("estimating the source wavelet in the starting model…")
     fmax = None if sc["fmax_hz"] is None else sc["fmax_hz"] / 1e3
-    return estimate_wavelet(model, src, d, per_shot=sc["per_shot"], fmax=fmax)
+    return estimate_wavelet(model, src, d, per_shot=sc["per_shot"], fmax=fmax, length=sc["length_ms"])
 
 
 def _save_wavelet(q, out, plots):

@@ -79,7 +79,7 @@ def _data_fmax(d, rel=1e-2):
     return float(f[np.flatnonzero(spec >= rel * spec.max())[-1]])
 
 
-def estimate_wavelet(model, src_geometry, d, per_shot=False, fmax=None, eps=1e-4, delay=None,
+def estimate_wavelet(model, src_geometry, d, per_shot=False, fmax=None, eps=1e-4, delay=None, length=None,
                      return_responses=False):
     """Least-squares source wavelet(s) from shot records ``d`` and a model (module docstring).
 
@@ -101,6 +101,11 @@ def estimate_wavelet(model, src_geometry, d, per_shot=False, fmax=None, eps=1e-4
         Relative damping ``ε`` of the division (stabilises frequencies without energy).
     delay : float, optional
         Spike time (ms); default ``3 / fmax``.
+    length : float, optional
+        Keep the first ``length`` ms of the estimate (after ``t0``): weight 1 up to
+        ``0.8 length``, a cosine taper to 0 at ``length``. Events the model does not explain
+        (reflections missing from a smooth model) leak into the estimate at late times;
+        the window removes them.
     return_responses : bool
         Also return the impulse responses ``G`` and the spike ``S``.
 
@@ -125,6 +130,13 @@ def estimate_wavelet(model, src_geometry, d, per_shot=False, fmax=None, eps=1e-4
     elif not 0 < fmax < nyq:
         raise ValueError(f"fmax = {fmax} kHz must lie between 0 and the data's Nyquist frequency {nyq:g} kHz "
                          f"(frequencies are in kHz: 30 Hz = 0.03)")
+    window = np.ones(d.geometry.nt)
+    if length is not None:
+        length = float(length)
+        if not length > 0:
+            raise ValueError(f"length must be a positive number of ms, got {length}")
+        tau = (d.geometry.time - d.geometry.t0) / length
+        window = np.where(tau <= 0.8, 1.0, 0.5 * (1 + np.cos(np.pi * np.clip((tau - 0.8) / 0.2, 0, 1))))
     G, S = impulse_responses(model, src_geometry, d.geometry, fmax, delay)
     nt = d.geometry.nt
     n = 2 * nt
@@ -142,6 +154,6 @@ def estimate_wavelet(model, src_geometry, d, per_shot=False, fmax=None, eps=1e-4
             raise ValueError(f"shot {i}: the modelled impulse responses are zero (receivers outside the "
                              f"wavefield's reach?)")
         w_hat = s_hat * nu / (de + eps * de.max())
-        wavelets.append(np.fft.irfft(w_hat, n)[:nt].astype(np.float32))
+        wavelets.append((np.fft.irfft(w_hat, n)[:nt] * window).astype(np.float32))
     q = Data(src_geometry.with_time(dt=d.dt, t=d.geometry.t, t0=d.geometry.t0), wavelets)
     return (q, G, S) if return_responses else q
