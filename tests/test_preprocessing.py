@@ -4,7 +4,7 @@ import pytest
 from scipy.signal import fftconvolve
 
 from timeprobe.geometry import Data, Geometry
-from timeprobe.preprocessing import bandpass, delay, normalize_traces, offsets, reject_bad_traces, time_gain, top_mute
+from timeprobe.preprocessing import bandpass, delay, frequency_band, normalize_traces, offsets, reject_bad_traces, time_gain, top_mute
 
 DT, T = 2.0, 2000.0  # ms
 
@@ -109,6 +109,22 @@ def test_delay_keeps_the_filtered_wavelet_whole():
     assert not shifted.arrays[0][:n].any()
     with pytest.raises(ValueError, match="multiple of dt"):
         delay(q, 3.0)
+
+
+def test_frequency_band_of_a_ricker():
+    """A Ricker's amplitude spectrum f² exp(−f²/f0²) peaks at f0; it falls to 1 % of the peak where
+    (f/f0)² exp(1 − (f/f0)²) = 0.01."""
+    import timeprobe as tp
+    from scipy.optimize import brentq
+    f0 = 0.010
+    d, _ = survey([np.tile(tp.ricker(f0, DT, 2000.0)[:, None], (1, 3))] * 2)
+    peak, high = frequency_band(d)
+    x = brentq(lambda x: x * np.exp(1 - x) - 0.01, 1.5, 20.0)              # x = (f/f0)²
+    bin_khz = 1.0 / (2 * d.geometry.nt * DT)                                # zero-padded to twice the record
+    assert peak == pytest.approx(f0, abs=bin_khz)
+    assert f0 * np.sqrt(x) - bin_khz <= high <= f0 * np.sqrt(x)            # the last bin still above 1 %
+    with pytest.raises(ValueError, match="all zero"):
+        frequency_band(survey([np.zeros((11, 2), np.float32)] * 2)[0])
 
 
 def test_bandpass_errors_name_the_unit():

@@ -134,13 +134,10 @@ def _nice_spacing(h):
 
 
 def _survey_band(d):
-    """(peak, highest) frequency (Hz) of the data's mean amplitude spectrum (highest: 1 % of the peak)."""
-    n = 2 * d.geometry.nt
-    spec = sum(np.abs(np.fft.rfft(a.astype(np.float64), n, axis=0)).sum(axis=1) for a in d.arrays)
-    f = np.fft.rfftfreq(n, d.dt) * 1e3
-    if spec.max() == 0:
-        raise ValueError("the data are all zero")
-    return float(f[spec.argmax()]), float(f[np.flatnonzero(spec >= 1e-2 * spec.max())[-1]])
+    """(peak, highest) frequency of the data in Hz (:func:`timeprobe.preprocessing.frequency_band`)."""
+    from .preprocessing import frequency_band
+    f_peak, f_high = frequency_band(d)
+    return 1e3 * f_peak, 1e3 * f_high
 
 
 def _toml_value(v):

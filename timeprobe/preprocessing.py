@@ -6,6 +6,7 @@ timeprobe: times in ms, frequencies in kHz (8 Hz = 0.008 kHz), distances in m,
 velocities in km/s (so ``offset / velocity`` is in ms).
 
 * :func:`offsets` — source–receiver distance of every trace;
+* :func:`frequency_band` — peak and highest frequency of the survey's spectrum;
 * :func:`top_mute` — zero everything that arrives before ``t0 + offset / v`` (direct
   wave, noise ahead of the first break), with a cosine taper;
 * :func:`bandpass` — zero-phase Butterworth filter (``scipy.signal``); applied with the
@@ -23,7 +24,7 @@ import numpy as np
 
 from .geometry import Data, Geometry
 
-__all__ = ["offsets", "top_mute", "bandpass", "delay", "time_gain", "normalize_traces", "reject_bad_traces"]
+__all__ = ["offsets", "frequency_band", "top_mute", "bandpass", "delay", "time_gain", "normalize_traces", "reject_bad_traces"]
 
 
 def _check_data(d, name="d"):
@@ -58,6 +59,19 @@ def offsets(d, src_geometry):
             raise ValueError(f"shot {i}: offsets need one source point per shot, got {len(src)}")
         out.append(np.linalg.norm(d.geometry.coordinates[i] - src[0], axis=1))
     return out
+
+
+def frequency_band(d, rel=1e-2):
+    """``(f_peak, f_high)`` in kHz: the peak of the survey's mean amplitude spectrum and the highest
+    frequency where it still reaches ``rel`` × that peak (traces zero-padded to twice their length).
+    Raises ``ValueError`` if every sample is zero."""
+    _check_data(d)
+    n = 2 * d.geometry.nt
+    spec = sum(np.abs(np.fft.rfft(a.astype(np.float64), n, axis=0)).sum(axis=1) for a in d.arrays)
+    f = np.fft.rfftfreq(n, d.dt)
+    if spec.max() == 0:
+        raise ValueError("the data are all zero: no frequency band")
+    return float(f[spec.argmax()]), float(f[np.flatnonzero(spec >= rel * spec.max())[-1]])
 
 
 def top_mute(d, src_geometry, velocity, t0=0.0, taper=20.0):

@@ -29,6 +29,7 @@ import numbers
 import numpy as np
 
 from .geometry import Data, Geometry
+from .preprocessing import bandpass, frequency_band
 
 __all__ = ["bandlimited_spike", "impulse_responses", "estimate_wavelet"]
 
@@ -40,7 +41,6 @@ def bandlimited_spike(geometry, fmax, delay=None):
     ``delay`` defaults to ``3 / fmax`` (rounded to a sample): room for the two-sided
     filter response (the filtered spike is symmetric about ``delay``).
     """
-    from .preprocessing import bandpass
     if not isinstance(geometry, Geometry):
         raise TypeError(f"geometry must be a timeprobe.Geometry, got {type(geometry).__name__}")
     if isinstance(fmax, bool) or not isinstance(fmax, numbers.Real) or not fmax > 0:
@@ -67,16 +67,6 @@ def impulse_responses(model, src_geometry, rec_geometry, fmax, delay=None):
     axis = src_geometry.with_time(dt=rec_geometry.dt, t=rec_geometry.t, t0=rec_geometry.t0)
     s = bandlimited_spike(axis, fmax, delay)
     return forward(model, s, rec_geometry), s
-
-
-def _data_fmax(d, rel=1e-2):
-    """Highest frequency (kHz) where the survey's mean amplitude spectrum reaches ``rel`` × its peak."""
-    n = 2 * d.geometry.nt
-    spec = sum(np.abs(np.fft.rfft(a.astype(np.float64), n, axis=0)).sum(axis=1) for a in d.arrays)
-    f = np.fft.rfftfreq(n, d.dt)
-    if spec.max() == 0:
-        raise ValueError("the data are all zero: no wavelet can be estimated")
-    return float(f[np.flatnonzero(spec >= rel * spec.max())[-1]])
 
 
 def estimate_wavelet(model, src_geometry, d, per_shot=False, fmax=None, eps=1e-4, delay=None, length=None,
@@ -126,7 +116,7 @@ def estimate_wavelet(model, src_geometry, d, per_shot=False, fmax=None, eps=1e-4
         raise ValueError(f"eps must be non-negative, got {eps}")
     nyq = 0.5 / d.dt
     if fmax is None:
-        fmax = min(1.5 * _data_fmax(d), 0.8 * nyq)
+        fmax = min(1.5 * frequency_band(d)[1], 0.8 * nyq)
     elif not 0 < fmax < nyq:
         raise ValueError(f"fmax = {fmax} kHz must lie between 0 and the data's Nyquist frequency {nyq:g} kHz "
                          f"(frequencies are in kHz: 30 Hz = 0.03)")
