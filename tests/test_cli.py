@@ -1,6 +1,7 @@
 """The `timeprobe` command: info, example-config (runs as is), fwi (with --resume) and rtm."""
 import configparser
 import importlib
+import re
 import subprocess
 import sys
 import tomllib
@@ -85,7 +86,20 @@ def test_config_errors_name_the_key(segy, tmp_path, capsys, edit, message):
         load_config(tmp_path / "bad.toml", "fwi")
     rc, _, err = run(["fwi", tmp_path / "bad.toml", "--out", tmp_path / "run"], capsys)
     assert rc == 2 and "timeprobe fwi: error:" in err
-    assert not (tmp_path / "run" / "result.h5").exists()
+    assert not (tmp_path / "run").exists()                 # nothing left behind: a fixed config may use it
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: re.sub(r"(?m)^origin = .*$", "origin = [300.0, 0.0]", t), r"lies outside the model.*\[model\] origin"),
+    (lambda t: t.replace("gain_power = 0.0", "gain_power = 1.0"), r"\[preprocessing\] gain_power and normalize"),
+    (lambda t: t.replace('wavelet = "estimate"', 'wavelet = "spike"'), r"\[source\] wavelet must be"),
+])
+def test_fwi_input_errors_leave_nothing_behind(segy, tmp_path, capsys, edit, message):
+    rc, text, _ = run(["example-config", "fwi", "--data", segy, "--iterations", "1"], capsys)
+    (tmp_path / "c.toml").write_text(edit(text))
+    rc, _, err = run(["fwi", tmp_path / "c.toml", "--out", tmp_path / "run"], capsys)
+    assert rc == 2 and re.search(message, err), err
+    assert not (tmp_path / "run").exists()
 
 
 def test_fwi_runs_the_generated_config_and_resumes(segy, shared_dir, tmp_path, capsys, monkeypatch):

@@ -458,18 +458,20 @@ def _client(section):
 
 
 def _check_out(out, resume):
+    """The run folder, checked before any work (created by :func:`_save_config` once the inputs are read,
+    so a configuration error leaves nothing behind)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not resume:
         raise FileExistsError(f"--out {out} is not empty; results are never overwritten: choose a new folder"
                               + (", or add --resume to continue the run stored there" if resume is not None else ""))
-    out.mkdir(parents=True, exist_ok=True)
     return out
 
 
 def _save_config(cfg, out):
-    """Keep the configuration beside the results (config.toml; config-2.toml… on resumption)."""
+    """Create the run folder and keep the configuration in it (config.toml; config-2.toml… on resumption)."""
+    out.mkdir(parents=True, exist_ok=True)
     src = Path(cfg["path"])
     target = out / "config.toml"
     k = 2
@@ -521,7 +523,6 @@ def _cmd_fwi(args, log):
     cfg = load_config(args.config, "fwi")
     fc = cfg["fwi"]
     out = _check_out(args.out, args.resume)
-    _save_config(cfg, out)
     pc = cfg["preprocessing"]
     if pc["gain_power"] or pc["normalize"]:
         raise ValueError("[preprocessing] gain_power and normalize change amplitudes the wave equation does not "
@@ -529,6 +530,7 @@ def _cmd_fwi(args, log):
                          "and normalize = false)")
     d, src, model0 = _read_inputs(cfg, log)
     q = _wavelet(cfg, model0, src, d, log)
+    _save_config(cfg, out)
     _save_wavelet(q, out, cfg["output"]["plots"])
     d = _condition(cfg, d, src)
     # Hz -> kHz; a corner 0 means "none": 0 alone is the unfiltered data, [0, f] a low-pass
@@ -564,10 +566,10 @@ def _cmd_rtm(args, log):
     cfg = load_config(args.config, "rtm")
     rc = cfg["rtm"]
     out = _check_out(args.out, None)
-    _save_config(cfg, out)
-    (out / "qc").mkdir(exist_ok=True)
     d, src, model = _read_inputs(cfg, log)
     q = _wavelet(cfg, model, src, d, log)
+    _save_config(cfg, out)
+    (out / "qc").mkdir(exist_ok=True)
     _save_wavelet(q, out, cfg["output"]["plots"])
     d = _condition(cfg, d, src)
     ps = rc["ps"] or None
