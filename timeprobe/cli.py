@@ -701,6 +701,10 @@ def main(argv=None, log=None):
     except (ValueError, TypeError, FileNotFoundError, FileExistsError) as e:
         print(f"timeprobe {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `timeprobe info … | head`: the reader left; not an error of ours
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -306,6 +306,9 @@ def fwi(model0, q, d, *, bands=None, iterations=10, batch=None, ps=None, mode="Q
             raise TypeError(f"{name} must be a timeprobe.Data, got {type(x).__name__}")
     if q.nshots != d.nshots:
         raise ValueError(f"q has {q.nshots} shot(s), d has {d.nshots}")
+    if true_model is not None and getattr(true_model, "shape", None) != model0.shape:
+        raise ValueError(f"true_model must be a Model of model0's shape {model0.shape}, got "
+                         f"{getattr(true_model, 'shape', type(true_model).__name__)}")
     band_list = frequency_bands(bands)
     nb = len(band_list)
     if isinstance(iterations, numbers.Integral) and not isinstance(iterations, bool):

@@ -307,6 +307,13 @@ def read_segy(path_or_paths, group_by="auto", depth_sign=1, dim=None, *, sort=Tr
     src_geometry : Geometry
         One source point per shot on the same time axis.
     """
+    data, src, projection, _ = _read_survey(path_or_paths, group_by, depth_sign, dim, sort, units, nonfinite)
+    return (data, src, projection) if return_projection else (data, src)
+
+
+def _read_survey(path_or_paths, group_by, depth_sign, dim, sort, units, nonfinite):
+    """:func:`read_segy`'s work: ``(data, src, projection, headers)``, ``headers`` the distinct scalars
+    and units met in the files (for :func:`segy_summary`)."""
     if group_by not in ("auto", "ffid", "source"):
         raise ValueError(f"group_by must be 'auto', 'ffid' or 'source', got {group_by!r}")
     if depth_sign not in (1, -1):
@@ -321,10 +328,14 @@ def read_segy(path_or_paths, group_by="auto", depth_sign=1, dim=None, *, sort=Tr
     if not paths:
         raise ValueError("no SEG-Y file given")
     srcs, recs, arrays, axis = [], [], [], None
+    headers = {"SourceGroupScalar": set(), "ElevationScalar": set(), "units": set()}
     for p in paths:
         if not isinstance(p, (str, os.PathLike)):
             raise TypeError(f"SEG-Y paths must be str or os.PathLike, got {type(p).__name__}")
         tr = _read_traces(p, depth_sign, units, nonfinite)
+        for k in ("SourceGroupScalar", "ElevationScalar"):
+            headers[k] |= set(tr.headers[k].tolist())
+        headers["units"].add(tr.units)
         if axis is None:
             axis = (tr.dt, tr.ns, tr.t0)
         elif not (np.isclose(axis[0], tr.dt) and axis[1] == tr.ns and np.isclose(axis[2], tr.t0)):
@@ -356,8 +367,7 @@ def read_segy(path_or_paths, group_by="auto", depth_sign=1, dim=None, *, sort=Tr
     src_geom = Geometry(src_c, dt=dt, t=t, t0=t0)
     if rec_geom.nt != ns:  # guard against round-off in time_axis
         raise ValueError(f"internal: time axis of {rec_geom.nt} samples for {ns} samples in the file")
-    out = (Data(rec_geom, arrays), src_geom)
-    return out + (projection,) if return_projection else out
+    return Data(rec_geom, arrays), src_geom, projection, headers
 
 
 def segy_summary(path_or_paths, **read_kwargs):
@@ -371,15 +381,14 @@ def segy_summary(path_or_paths, **read_kwargs):
     ``data``/``src`` read (``read_kwargs`` go to :func:`read_segy`).
     """
     paths = [path_or_paths] if isinstance(path_or_paths, (str, os.PathLike)) else list(path_or_paths)
-    read_kwargs.setdefault("return_projection", True)
-    d, src, projection = read_segy(paths, **read_kwargs)
-    scalars, units = {"SourceGroupScalar": set(), "ElevationScalar": set()}, set()
-    for p in paths:
-        tr = _read_traces(p, read_kwargs.get("depth_sign", 1), read_kwargs.get("units", "auto"),
-                          read_kwargs.get("nonfinite", "raise"))
-        for k in scalars:
-            scalars[k] |= set(tr.headers[k].tolist())
-        units.add(tr.units)
+    kw = dict(group_by="auto", depth_sign=1, dim=None, sort=True, units="auto", nonfinite="raise")
+    unknown = set(read_kwargs) - set(kw)
+    if unknown:
+        raise TypeError(f"segy_summary got unexpected keyword(s) {sorted(unknown)}; it takes those of read_segy")
+    kw.update(read_kwargs)
+    d, src, projection, headers = _read_survey(paths, **kw)
+    scalars = {k: headers[k] for k in ("SourceGroupScalar", "ElevationScalar")}
+    units = headers["units"]
     rec_all = np.concatenate(d.geometry.coordinates)
     src_all = np.concatenate(src.coordinates)
     off = np.concatenate([np.linalg.norm(d.geometry.coordinates[i][:, :-1] - src.coordinates[i][0, :-1], axis=1)
