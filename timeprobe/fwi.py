@@ -525,7 +525,7 @@ def _plot_qc(path, model, m, m0, history, band, true_model):
         axs[2].semilogy(it[sel], objective[sel], "o-", label=f"band {b}")
     axs[2].set_xlabel("iteration")
     axs[2].set_ylabel("objective (shot batch)")
-    axs[2].legend(fontsize=8, loc="lower left")
+    axs[2].legend(fontsize=8, loc="best")
     if "rel_error" in history and len(history["rel_error"]):
         ax2 = axs[2].twinx()
         ax2.plot(it, np.asarray(history["rel_error"]), "s--", color="tab:red")
