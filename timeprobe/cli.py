@@ -280,7 +280,8 @@ def example_config(kind, data_files, model_file=None, iterations=None, group_by=
     else:
         out += [_line("mute_velocity", v0, "km/s: zero what arrives before mute_t0 + offset / mute_velocity",
                       commented=True),
-                _line("mute_t0", -50.0, "ms", commented=True),
+                _line("mute_t0", -50.0, "ms; FWI: keep the line ahead of the first arrivals (modelled data "
+                                        "are not muted)", commented=True),
                 _line("mute_taper", 20.0, "ms", commented=True)]
     out += [
         _line("bandpass_hz", [2.0, float(round(f_high))], "Hz: zero-phase Butterworth band-pass", commented=True),
