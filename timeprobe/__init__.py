@@ -43,9 +43,11 @@ _LAZY = {
     "read_segy": "io", "write_segy": "io",
     "spg": "optimize", "lbfgsb": "optimize",
     "local_client": "parallel",
+    "fwi": "inversion",
 }
 _SUBMODULES = ("xconv", "propagators", "objectives", "imaging", "strategies", "probing", "io", "optimize",
-               "parallel", "operators", "workspace", "compat", "probe_buffers", "testing", "utils")
+               "parallel", "operators", "workspace", "compat", "probe_buffers", "testing", "utils", "inversion",
+               "cli", "preprocessing", "wavelet", "acquisition", "plotting")
 
 __all__ = ["Model", "Geometry", "Data", "ricker", "resample", "time_axis", "smooth_model"] + list(_LAZY)
 
