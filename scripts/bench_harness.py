@@ -101,6 +101,12 @@ class Shot:
     q: tp.Data
     rec: tp.Geometry
     f0: float
+    nbl_override: int | None = None
+
+    @property
+    def key(self):
+        """``<case>_<T>`` (``_nbl<n>`` when the absorbing width was overridden): names its caches."""
+        return f"{self.case}_{self.T:g}" + (f"_nbl{self.nbl_override}" if self.nbl_override is not None else "")
 
     @property
     def water_rows(self):
@@ -147,8 +153,9 @@ def default_t(case):
     return DEFAULT_T.get(case, DEFAULT_T.get(case.split("_")[0], 1500.0))
 
 
-def shot(case, t=None):
-    """The :class:`Shot` of ``case`` recorded for ``t`` ms (see the module docstring)."""
+def shot(case, t=None, nbl=None):
+    """The :class:`Shot` of ``case`` recorded for ``t`` ms (see the module docstring); ``nbl``
+    overrides the absorbing width of both models (same time step)."""
     t = t or default_t(case)
     if case == "overthrust2d":
         model, model0 = _overthrust_models()
@@ -185,15 +192,25 @@ def shot(case, t=None):
         rec = np.stack([np.linspace(xa, xb, int(nx)), np.full(int(nx), 12.5)], 1)
     else:
         raise ValueError(f"unknown case {case!r}")
+    if nbl is not None:
+        model, model0 = (tp.Model(m=a.m, spacing=a.spacing, origin=a.origin, nbl=nbl, space_order=a.space_order,
+                                  dt=a.dt) for a in (model, model0))
     qg = tp.Geometry([src], dt=dtd, t=t)
     q = tp.Data(qg, [tp.ricker(f0, dtd, t)])
-    return Shot(case=case, T=t, model=model, model0=model0, q=q, rec=tp.Geometry([rec], dt=dtd, t=t), f0=f0)
+    return Shot(case=case, T=t, model=model, model0=model0, q=q, rec=tp.Geometry([rec], dt=dtd, t=t), f0=f0,
+                nbl_override=nbl)
 
 
-def cached_record(tag, case, t, shape, make):
-    """A shot record cached on disk (``CACHE/<tag><case>_<t>.npy``), computed by ``make()`` once."""
+def cache_path(tag, key):
+    """Where :func:`cached_record` keeps the record ``<tag><key>``."""
+    return CACHE / f"{tag}{key}.npy"
+
+
+def cached_record(tag, key, shape, make):
+    """A shot record cached on disk (``CACHE/<tag><key>.npy``, ``key`` a :attr:`Shot.key`),
+    computed by ``make()`` once."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    fn = CACHE / f"{tag}{case}_{t:g}.npy"
+    fn = cache_path(tag, key)
     arr = np.load(fn) if fn.exists() else None
     if arr is not None and arr.shape == tuple(shape):
         return arr
@@ -204,12 +221,12 @@ def cached_record(tag, case, t, shape, make):
     return arr
 
 
-def setup(case, t=None):
+def setup(case, t=None, nbl=None):
     """(model0, q, d) of ``case`` recorded for ``t`` ms; observed data (timeprobe, true model)
     cached on disk (modelled once)."""
-    s = shot(case, t)
+    s = shot(case, t, nbl)
     shape = (s.rec.nt, s.rec.coordinates[0].shape[0])
-    arr = cached_record("", s.case, s.T, shape, lambda: tp.forward(s.model, s.q, s.rec).arrays[0])
+    arr = cached_record("", s.key, shape, lambda: tp.forward(s.model, s.q, s.rec).arrays[0])
     return s.model0, s.q, tp.Data(s.rec, [arr])
 
 
@@ -245,13 +262,6 @@ def _child(worker, payload, conn):
 _CTX = None
 PRELOAD = ["numpy", "scipy.sparse", "scipy.ndimage", "sympy", "h5py", "devito", "devito.checkpointing",
            "pyrevolve", "timeprobe", "timeprobe.strategies", "timeprobe.objectives", "timeprobe.probing"]
-
-
-def preload(*modules):
-    """Add modules to the fork server's imports (effective if it has not started yet)."""
-    PRELOAD.extend(m for m in modules if m not in PRELOAD)
-    if _CTX is not None:
-        _CTX.set_forkserver_preload(PRELOAD)
 
 
 def _context():

@@ -49,10 +49,11 @@ How the Deepwave run is made to solve timeprobe's problem (:class:`DeepwaveShot`
 * Absorbing boundaries. ``pml_width`` = timeprobe's ``nbl`` on every face (no free surface on
   either side), ``pml_freq`` = the Ricker peak frequency, ``max_vel`` = the model's maximum.
   Deepwave's C-PML and timeprobe's damping layer (Devito's profile) differ: this is the one
-  difference left. (Measured on ``overthrust_small``: with 40 absorbing points the two data sets
-  have cosine 0.996 and the misfits differ by 0.65 %; with 80 points on both sides 0.99994 and
-  3e-5, and the gradients' cosine goes from 0.99967 to 0.999997 — timeprobe's 40-point damping
-  layer reflects, Deepwave's 40-point C-PML has converged.)
+  difference left. Measured on ``overthrust_small`` (``--cases overthrust_small [--nbl 80] --only
+  dw_exact``): with 40 absorbing points the two data sets have cosine 0.996 and the misfits differ
+  by 0.65 %, the exact gradients' cosine is 0.99967; with 80 points on both sides 0.99994, 3e-5 and
+  0.999997. Timeprobe's misfit moves by 0.65 % between 40 and 80 points, Deepwave's by 3e-5:
+  timeprobe's 40-point damping layer reflects, Deepwave's 40-point C-PML has converged.
 * FD order. ``accuracy=8`` for ``space_order=8`` (the benchmarks' order).
 * Misfit. ``f = ½ dt_d ‖R u_rec − d‖²`` with ``R`` timeprobe's resampling from the computational
   axis to the data axis (timeprobe's misfit, same constant); the adjoint source ``dt_d Rᵀ(R u_rec
@@ -83,10 +84,15 @@ derivative of the update with respect to v), one value per cell:
 * all: the backward pass' own wavefields, gradient buffers and model copies (a few N_dw·4 B, not
   in the formula; Deepwave's estimate calls them the unmodelled fixed overhead).
 
+Outputs: the JSON (``--out``, default ``benchmarks/peers.json``; merged per case), a Markdown table
+per case beside it (``<stem>.md``) and the Pareto plot ``figures/<stem>_pareto.png`` (working memory
+against 1 − cosine with the engine's own exact gradient, times on the labels).
+
 Usage (one at a time, on a quiet machine; ``--quick`` runs tiny cases into a temp folder)::
 
     python scripts/peers.py                                   # overthrust2d 3 s and 8 s, layered3d
-    python scripts/peers.py --cases overthrust_small --out /tmp/peers/peers.json
+    python scripts/peers.py --cases overthrust_small overthrust_small:8000 --out /tmp/peers/peers.json
+    python scripts/peers.py --cases overthrust_small --nbl 80 --only dw_exact   # the boundaries
     python scripts/peers.py --quick
     python scripts/benchmark_gradients.py --part peers        # the same, from the benchmark script
 
@@ -108,8 +114,8 @@ import numpy as np
 import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_harness import (CACHE, MIB, ROOT, cached_record, cosine, in_subprocess, meta,  # noqa: E402
-                           parse_case, preload, reset_peak, setup, shot, vmhwm_mb)
+from bench_harness import (CACHE, MIB, ROOT, cache_path, cached_record, cosine, in_subprocess, meta,  # noqa: E402
+                           parse_case, reset_peak, setup, shot, vmhwm_mb)
 
 import timeprobe as tp  # noqa: E402
 from timeprobe.geometry import resampling_operator  # noqa: E402
@@ -376,16 +382,16 @@ def plain_run(plain):
 def worker(payload):
     """Subprocess body: warm-up run, memory baseline (plain modelling, same engine, same process),
     timed runs after a peak reset; gradient saved to ``payload["gpath"]``."""
-    case, t, cfg, repeats = payload["case"], payload["t"], payload["cfg"], payload["repeats"]
+    case, t, cfg, repeats, nbl = payload["case"], payload["t"], payload["cfg"], payload["repeats"], payload.get("nbl")
     opts = dict(cfg["opts"])
     t0 = time.perf_counter()
     threads = n_threads()
     if cfg["engine"] == "deepwave":
         torch, deepwave = import_deepwave()
         torch.set_num_threads(threads)
-        s = shot(case, t)
+        s = shot(case, t, nbl)
         true = DeepwaveShot(s.model, s.q, s.rec, s.f0)
-        d = cached_record("deepwave_", case, t, (true.nt_data, true.W_rec.shape[0]), true.forward)
+        d = cached_record("deepwave_", s.key, (true.nt_data, true.W_rec.shape[0]), true.forward)
         dws = DeepwaveShot(s.model0, s.q, s.rec, s.f0)
         plain = dws.forward
         if opts.pop("plain", False):
@@ -397,7 +403,7 @@ def worker(payload):
             run = lambda: dws.gradient(d, storage_path=storage_path, **opts)  # noqa: E731
         extra = dict(step_ratio=None, courant_number=dws.courant, torch_threads=torch.get_num_threads())
     else:
-        model0, q, d = setup(case, t)
+        model0, q, d = setup(case, t, nbl)
         plain = lambda: tp.forward(model0, q, d.geometry)  # noqa: E731
         if opts.pop("plain", False):
             run = plain_run(plain)
@@ -430,11 +436,10 @@ def worker(payload):
                 f=None if f is None else float(f), threads=threads, **extra)
 
 
-def data_agreement(case, t):
+def data_agreement(s):
     """Cosine and amplitude ratio of the two engines' observed data (true model), from the caches."""
-    s = shot(case, t)
     shape = (s.rec.nt, s.rec.coordinates[0].shape[0])
-    paths = [CACHE / f"{tag}{case}_{t:g}.npy" for tag in ("deepwave_", "")]
+    paths = [cache_path(tag, s.key) for tag in ("deepwave_", "")]
     if not all(p.exists() for p in paths):
         return None
     a, b = (np.load(p) for p in paths)
@@ -452,16 +457,20 @@ def score_mask(shape, water_rows):
 
 
 # --------------------------------------------------------------------------- the part
-def part_peers(cases, r=32, repeats=2, tmp=None, storage_path=None, names=None):
-    """Every configuration of every case, one process each; rows with times, memories, cosines."""
+def part_peers(cases, r=32, repeats=2, tmp=None, storage_path=None, names=None, nbl=None):
+    """Every configuration of every case, one process each; rows with times, memories, cosines.
+    ``names``: configuration-name prefixes to run (the references always run); ``nbl``: another
+    absorbing width for both engines (checks that the remaining difference is the boundaries)."""
     _, deepwave = import_deepwave()
-    preload("torch", "deepwave")  # ≈ 3 s of imports per worker otherwise (libdeepwave_C is 360 MB)
+    # torch and deepwave are imported by the Deepwave workers only (≈ 3 s each, before any
+    # measurement), not preloaded in the fork server: timeprobe's workers stay those of the table
+    # part, without torch's OpenMP runtime (its own libgomp) beside Devito's.
     tmp = tmp or tempfile.mkdtemp(prefix="peers_")
     storage_path = str(storage_path or CACHE / "deepwave_disk")
     out = {}
     for case, t in cases:
         t_case = time.time()
-        s = shot(case, t)
+        s = shot(case, t, nbl)
         dws = DeepwaveShot(s.model0, s.q, s.rec, s.f0)
         k = nyquist_k(dws.wavelet, dws.dt)
         interval = dws.nyquist_interval
@@ -473,11 +482,11 @@ def part_peers(cases, r=32, repeats=2, tmp=None, storage_path=None, names=None):
         rows = {}
         for cfg in cfgs:
             print("peers", case, f"{t:g}", cfg["name"], flush=True)
-            gpath = str(Path(tmp) / f"g_{case}_{t:g}_{cfg['name']}.npy")
+            gpath = str(Path(tmp) / f"g_{s.key}_{cfg['name']}.npy")
             t0 = time.time()
             try:
                 row = in_subprocess(worker, dict(case=case, t=t, cfg=cfg, gpath=gpath, repeats=repeats,
-                                                 storage_path=storage_path))
+                                                 storage_path=storage_path, nbl=nbl))
                 row["process_s"] = time.time() - t0
             except RuntimeError as e:  # recorded (and reported at the end); the other rows still run
                 print(e, file=sys.stderr, flush=True)
@@ -526,10 +535,10 @@ def part_peers(cases, r=32, repeats=2, tmp=None, storage_path=None, names=None):
                     water_rows=s.water_rows, courant_number=dws.courant, accuracy=ACCURACY,
                     storage_path=storage_path, score="cosines on the physical domain below the water rows, "
                     "outermost ring of cells excluded")
-        info.update(data_agreement(case, t) or {})
+        info.update(data_agreement(s) or {})
         fd, ft = rows["dw_exact"].get("f"), rows["tp_exact"].get("f")
         info["misfit_ratio_dw_tp"] = fd / ft if fd and ft else None
-        out[f"{case}:{t:g}"] = dict(info=info, rows=rows, wall_s=time.time() - t_case,
+        out[f"{case}:{t:g}" + (f":nbl{nbl}" if nbl is not None else "")] = dict(info=info, rows=rows, wall_s=time.time() - t_case,
                                     meta=meta(sys.argv[0], deepwave=deepwave.__version__,
                                               torch=__import__("torch").__version__))
     return out
@@ -576,6 +585,36 @@ def markdown(peers, header):
     return "\n".join(lines)
 
 
+def plot_pareto(peers, path):
+    """Working memory against 1 − cosine with the engine's own exact gradient, one panel per case,
+    every point labelled with its name and time (s). Exact gradients (cosine 1) sit on the floor."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    keys = list(peers)
+    fig, axs = plt.subplots(1, len(keys), figsize=(6.5 * len(keys), 5), squeeze=False)
+    floor = 1e-9
+    for ax, key in zip(axs[0], keys):
+        rows = peers[key]["rows"]
+        for engine, mark, colour in (("deepwave", "s", "C3"), ("timeprobe", "o", "C0")):
+            pts = [(n, r) for n, r in rows.items() if r["cfg"]["engine"] == engine and "error" not in r
+                   and not r["cfg"]["opts"].get("plain") and r.get("cos_own") is not None]
+            x = [max(r["working_mb"], 0.1) for _, r in pts]
+            y = [max(1 - r["cos_own"], floor) for _, r in pts]
+            ax.loglog(x, y, mark, color=colour, label=engine)
+            for (n, r), xi, yi in zip(pts, x, y):
+                ax.annotate(f"{n} {r['wall_s']:.2g} s", (xi, yi), fontsize=6, xytext=(3, 3),
+                            textcoords="offset points")
+        ax.set_xlabel("working memory (MiB; disk rows: in RAM)")
+        ax.set_ylabel("1 − cosine with the engine's own exact gradient")
+        ax.set_title(key, fontsize=10)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 # --------------------------------------------------------------------------- driver
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -588,6 +627,8 @@ def main(argv=None):
                     "references dw_plain, dw_exact, tp_plain, tp_exact always run)")
     ap.add_argument("--storage-path", default=None, help="directory for storage_mode='disk' (default "
                     "<TIMEPROBE_BENCH_CACHE>/timeprobe_bench/deepwave_disk; a real disk, not tmpfs)")
+    ap.add_argument("--nbl", type=int, default=None, help="absorbing width of both engines (default: the case's, "
+                    "40 on the 2D shots); e.g. 80 to see the engines converge")
     ap.add_argument("--out", default=None, help="JSON (default benchmarks/peers.json); <stem>.md beside it")
     a = ap.parse_args(argv)
     if a.repeats is not None and a.repeats < 1:
@@ -601,13 +642,15 @@ def main(argv=None):
     res = json.loads(out.read_text()) if out.exists() else {}
     with tempfile.TemporaryDirectory() as tmp:
         res.setdefault("peers", {}).update(part_peers(cases, a.r or conf["r"], a.repeats or conf["repeats"], tmp,
-                                                      a.storage_path, a.only))
+                                                      a.storage_path, a.only, a.nbl))
     out.write_text(json.dumps(res, indent=1, default=str))
     md = out.with_suffix(".md")
     md.write_text(markdown(res["peers"], "# timeprobe and Deepwave 0.1.0 on the same shots\n\nGenerated by "
                            "`scripts/peers.py` (raw numbers: `" + out.name + "`). Do not edit: rerun the command.")
                   + "\n")
-    print("wrote", out, "and", md, flush=True)
+    png = out.parent / "figures" / f"{out.stem}_pareto.png"
+    plot_pareto(res["peers"], png)
+    print("wrote", out, md, "and", png, flush=True)
     failed = [f"{key} {n}" for key, c in res["peers"].items() for n, row in c["rows"].items() if "error" in row]
     if failed:
         sys.exit("failed measurements (errors in the JSON): " + "; ".join(failed))
