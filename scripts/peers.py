@@ -16,6 +16,7 @@ process, Deepwave's FWI gradient with respect to the squared slowness:
   forward pass rerun under ``torch.utils.checkpoint`` during the backward pass; S ≈ √(n_s/2) for
   n_s stored steps, which balances one segment's history against the S boundary states);
 * ``dw_plain``  forward modelling only (``torch.no_grad``): the memory baseline and time unit;
+  (``storage_mode="cpu"`` is no row: on a CPU device Deepwave runs it as ``"device"``);
 * ``tp_exact``, ``tp_probe_r{r}``  timeprobe's full-storage and QR-probed gradients of the same
   shot (``fwi_objective``), so that both sides are measured in one run.
 
@@ -587,10 +588,12 @@ def markdown(peers, header):
 
 def plot_pareto(peers, path):
     """Working memory against 1 − cosine with the engine's own exact gradient, one panel per case,
-    every point labelled with its name and time (s). Exact gradients (cosine 1) sit on the floor."""
+    every point labelled with its name and time (s). Cosines of 1 (the exact gradients) sit on the
+    floor line at 1e-9."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     keys = list(peers)
     fig, axs = plt.subplots(1, len(keys), figsize=(6.5 * len(keys), 5), squeeze=False)
     floor = 1e-9
@@ -605,6 +608,8 @@ def plot_pareto(peers, path):
             for (n, r), xi, yi in zip(pts, x, y):
                 ax.annotate(f"{n} {r['wall_s']:.2g} s", (xi, yi), fontsize=6, xytext=(3, 3),
                             textcoords="offset points")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.axhline(floor, color="0.7", lw=0.5)
         ax.set_xlabel("working memory (MiB; disk rows: in RAM)")
         ax.set_ylabel("1 − cosine with the engine's own exact gradient")
         ax.set_title(key, fontsize=10)
