@@ -33,6 +33,9 @@ def main(argv=None):
     ap.add_argument("--checkpoints", type=int, default=0,
                     help="also time optimal checkpointing (Revolve) with this many snapshots "
                          "(each holds the 2 time levels of u with halo: 2·c·N_halo floats)")
+    ap.add_argument("--sum-padding", type=int, choices=(0, 1), default=1,
+                    help="1 (default): probe fields over the padded grid (the exact derivative); "
+                         "0: they skip the absorbing layers")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
 
@@ -65,7 +68,8 @@ def main(argv=None):
         return run_adjoint(init, rc, y, dt, nt, usave=u)[1]
 
     def probed(method, subsample, block=None):
-        opts = ProbingOptions(ps=a.ps, subsample=subsample, method=method, block=block)
+        opts = ProbingOptions(ps=a.ps, subsample=subsample, method=method, block=block,
+                              sum_padding=bool(a.sum_padding))
         def run():
             p = probes_for_shot(opts, wc, dt, nt, d, np.random.default_rng(0))
             r, ub = run_forward(init, sc, wc, rc, dt, nt, probing=p)
@@ -106,7 +110,7 @@ def main(argv=None):
     base = min(times["plain fwd+adj"])
     rows = {k: dict(seconds=min(v), ratio=min(v) / base, **info.get(k, {})) for k, v in times.items()}
     result = dict(date=time.strftime("%Y-%m-%d"), machine=f"{platform.processor() or platform.machine()}, "
-                  f"{os.cpu_count()} cores", shape=init.shape_padded, nt=nt, dt=dt, ps=a.ps, rows=rows)
+                  f"{os.cpu_count()} cores", shape=init.shape_padded, nt=nt, dt=dt, ps=a.ps, sum_padding=a.sum_padding, rows=rows)
     print(json.dumps(result, indent=1))
     if a.out:
         Path(a.out).write_text(json.dumps(result, indent=1))
