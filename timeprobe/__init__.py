@@ -44,10 +44,11 @@ _LAZY = {
     "spg": "optimize", "lbfgsb": "optimize",
     "local_client": "parallel",
     "fwi": "inversion",
+    "jacobian_operator": "linops",
 }
 _SUBMODULES = ("xconv", "propagators", "objectives", "imaging", "strategies", "probing", "io", "optimize",
                "parallel", "operators", "workspace", "compat", "probe_buffers", "testing", "utils", "inversion",
-               "cli", "preprocessing", "wavelet", "acquisition", "plotting")
+               "cli", "preprocessing", "wavelet", "acquisition", "plotting", "linops")
 
 __all__ = ["Model", "Geometry", "Data", "ricker", "resample", "time_axis", "smooth_model"] + list(_LAZY)
 
