@@ -125,8 +125,9 @@ def test_gradient_options_reach_fwi_objective(case, monkeypatch):
     true, init, q, d = case
     seen = []
 
-    def fake(model, qb, db, ps=None, mode="QR", seed=None, *, client=None, budget_mb=None):
-        seen.append(dict(ps=ps, mode=mode, seed=seed, client=client, budget_mb=budget_mb, shots=qb.nshots))
+    def fake(model, qb, db, ps=None, mode="QR", seed=None, *, client=None, budget_mb=None, sum_padding=True):
+        seen.append(dict(ps=ps, mode=mode, seed=seed, client=client, budget_mb=budget_mb, shots=qb.nshots,
+                         sum_padding=sum_padding))
         return 1.0, np.full(model.shape, 1e-3, np.float32)
 
     monkeypatch.setattr(fwi_module, "fwi_objective", fake)
@@ -135,8 +136,10 @@ def test_gradient_options_reach_fwi_objective(case, monkeypatch):
     assert {s["ps"] for s in seen} == {4} and {s["mode"] for s in seen} == {"rademacher"}
     assert {s["client"] for s in seen} == {"tcp://nowhere:1"} and {s["budget_mb"] for s in seen} == {64.0}
     assert seen[0]["seed"] == [9, 0] and seen[-1]["shots"] == 3
+    # the edges are fixed, so the physical part of the gradient is exact for every free point
+    assert {s["sum_padding"] for s in seen} == {False}
     monkeypatch.setattr(fwi_module, "fwi_objective", lambda model, q, d, ps=None, mode="QR", seed=None, *,
-                        client=None: (1.0, np.zeros(model.shape, np.float32)))
+                        client=None, sum_padding=True: (1.0, np.zeros(model.shape, np.float32)))
     with pytest.raises(ValueError, match="budget_mb"):
         tp.fwi(init, q, d, iterations=1, vmin=1.4, vmax=3.0, budget_mb=64, progress=False)
 
