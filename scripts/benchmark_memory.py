@@ -20,7 +20,12 @@ reuses the forward field's buffers and the adjoint source overwrites the synthet
 place; what both peaks share (the traces, the model) cancels, up to the few MiB by which
 plain modelling's own temporaries exceed the gradient's.
 
+Each run appends one record (script ``benchmark_memory``) to the benchmark history
+(``scripts/records.py``: ``benchmarks/history.jsonl``) unless ``--no-record``; ``--out`` also
+writes the figures to a new JSON file.
+
     python scripts/benchmark_memory.py [--model PATH] [--ps 32] [--block 4] [--mode QR] [--out FILE.json]
+                                       [--note TEXT] [--no-record]
 """
 import argparse
 import json
@@ -28,6 +33,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import records  # noqa: E402
 
 
 def child(model_path, config, ps, block, mode, sum_padding=True):
@@ -85,11 +93,14 @@ def main(argv=None):
     ap.add_argument("--sum-padding", type=int, choices=(0, 1), default=1,
                     help="1 (default): the exact derivative, probe fields over the padded grid; "
                          "0: the physical part, probe fields skip the absorbing layers")
-    ap.add_argument("--out", default=None)
+    ap.add_argument("--out", default=None, help="also write the figures to this JSON file (must not exist)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    records.add_arguments(ap)
     a = ap.parse_args(argv)
     if a.child:
         return child(a.model, a.child, a.ps, a.block, a.mode, bool(a.sum_padding))
+    if a.out:
+        records.refuse_existing(a.out)  # before the run, not after it
     rows = {}
     for config in ("exact", "probed"):
         # A fixed glibc mmap threshold: every array above 128 KiB is its own mapping, returned
@@ -103,13 +114,16 @@ def main(argv=None):
         rows[config] = json.loads(res.stdout.strip().splitlines()[-1])
     ex, pr = rows["exact"], rows["probed"]
     nt, N, r, B = ex["nt"], ex["N"], pr["r"], pr["block"]
-    result = dict(rows=rows, nt=nt, N=N, r=r, block=B,
-                  expected_exact_mib=(nt + 1) * ex["N_halo"] * 4 / 2**20,
+    result = dict(model=Path(a.model).name, mode=a.mode, sum_padding=a.sum_padding, rows=rows, nt=nt, N=N,
+                  r=r, block=B, expected_exact_mib=(nt + 1) * ex["N_halo"] * 4 / 2**20,
                   expected_probed_mib=(r + B) * pr["N_region"] * 4 / 2**20,
                   ratio=ex["working_mib"] / pr["working_mib"], goal=0.8 * nt / r)
     print(json.dumps(result, indent=1))
     if a.out:
-        Path(a.out).write_text(json.dumps(result, indent=1))
+        with open(a.out, "x") as f:
+            json.dump(records.plain(result), f, indent=1)
+    records.record(a, "benchmark_memory", result, argv, __file__)
+    return result
 
 
 if __name__ == "__main__":

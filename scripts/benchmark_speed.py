@@ -5,21 +5,30 @@ receivers every grid column at 12.5 m. Every configuration is warmed up (compile
 timed interleaved ``--repeat`` times; the minimum per configuration is reported, with the ratios
 to "plain forward + plain adjoint" taken from the same run.
 
+Each run appends one record (script ``benchmark_speed``) to the benchmark history
+(``scripts/records.py``: ``benchmarks/history.jsonl``) unless ``--no-record``; ``--out`` also
+writes the figures to a new JSON file.
+
     python scripts/benchmark_speed.py [--model PATH] [--ps 32] [--repeat 3] [--eq] [--out FILE.json]
+                                      [--note TEXT] [--no-record]
 """
 import argparse
 import json
 import os
-import platform
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-import timeprobe as tp
-from timeprobe.geometry import computational_axis, from_computational, from_computational_adjoint, to_computational
-from timeprobe.probing import ProbingOptions, probes_for_shot
-from timeprobe.propagators import run_adjoint, run_forward
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import records  # noqa: E402
+
+import timeprobe as tp  # noqa: E402
+from timeprobe.geometry import (computational_axis, from_computational, from_computational_adjoint,  # noqa: E402
+                                to_computational)
+from timeprobe.probing import ProbingOptions, probes_for_shot  # noqa: E402
+from timeprobe.propagators import run_adjoint, run_forward  # noqa: E402
 
 
 def main(argv=None):
@@ -36,8 +45,13 @@ def main(argv=None):
     ap.add_argument("--sum-padding", type=int, choices=(0, 1), default=1,
                     help="1 (default): probe fields over the padded grid (the exact derivative); "
                          "0: they skip the absorbing layers")
-    ap.add_argument("--out", default=None)
+    ap.add_argument("--out", default=None, help="also write the figures to this JSON file (must not exist)")
+    records.add_arguments(ap)
     a = ap.parse_args(argv)
+    if a.repeat < 1:
+        ap.error("--repeat must be >= 1")
+    if a.out:
+        records.refuse_existing(a.out)  # before the run, not after it
 
     true = tp.Model.from_h5(a.model, key="m")
     init = tp.Model.from_h5(a.model, key="m0")
@@ -109,11 +123,15 @@ def main(argv=None):
             times[name].append(time.perf_counter() - t)
     base = min(times["plain fwd+adj"])
     rows = {k: dict(seconds=min(v), ratio=min(v) / base, **info.get(k, {})) for k, v in times.items()}
-    result = dict(date=time.strftime("%Y-%m-%d"), machine=f"{platform.processor() or platform.machine()}, "
-                  f"{os.cpu_count()} cores", shape=init.shape_padded, nt=nt, dt=dt, ps=a.ps, sum_padding=a.sum_padding, rows=rows)
+    # date, machine and versions are the record's own fields
+    result = dict(model=Path(a.model).name, shape=init.shape_padded, nt=nt, dt=dt, ps=a.ps,
+                  sum_padding=a.sum_padding, repeat=a.repeat, rows=rows)
     print(json.dumps(result, indent=1))
     if a.out:
-        Path(a.out).write_text(json.dumps(result, indent=1))
+        with open(a.out, "x") as f:
+            json.dump(records.plain(result), f, indent=1)
+    records.record(a, "benchmark_speed", result, argv, __file__)
+    return result
 
 
 if __name__ == "__main__":

@@ -27,7 +27,9 @@ Outputs, in a fresh folder (``results/fwi-<time>`` unless ``--out``; never
 overwritten): per run ``<run>.h5`` (per iteration: model, objective, band, time, peak
 memory, relative model error) and the resumable run folder of :func:`timeprobe.fwi`
 (``<run>/result.h5``, ``state.h5``, ``qc/``), PNG figures, and a final summary (printed
-and in ``summary.json``).
+and in ``summary.json``). The summary table (per run: time, working memory, model error) is
+appended as one record (script ``fwi_overthrust``) to the benchmark history
+(``scripts/records.py``: ``benchmarks/history.jsonl``), except with ``--quick`` or ``--no-record``.
 """
 from __future__ import annotations
 
@@ -44,6 +46,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import records  # noqa: E402
 
 import timeprobe as tp  # noqa: E402
 from timeprobe.io import (ResultsWriter, new_run_dir, peak_memory_mb, reset_peak_memory,  # noqa: E402
@@ -86,10 +91,11 @@ def build_parser():
     p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler (instead of --workers)")
     p.add_argument("--out", default=None, help="run folder (must not exist or be empty); default: new under ./results")
     p.add_argument("--results", default="results", help="parent of the default run folder")
-    p.add_argument("--quick", action="store_true", help="a few minutes: overthrust_small coarsened x2, "
+    p.add_argument("--quick", action="store_true", help="a few minutes (not recorded): overthrust_small coarsened x2, "
                                                         "bands 4 Hz and full, 2 iterations each")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    records.add_arguments(p)
     return p
 
 
@@ -361,6 +367,11 @@ def main(argv=None, log=print):
             close_client(client)
     summary = summarize(runs, label, args, out)
     log(summary["text"])
+    figures = dict(label=label, shape=init.shape, spacing=init.spacing, nshots=q.nshots, nt=nt, dt=dt,
+                   bands_hz=args.bands, iterations=iterations_per_band(args), batch=args.batch or q.nshots,
+                   seed=args.seed, workers=args.workers, out=str(out),
+                   runs=[{k: v for k, v in r.items() if k != "h5"} for r in summary["runs"]])
+    summary["record"] = records.record(args, "fwi_overthrust", figures, argv, __file__)
     return summary
 
 

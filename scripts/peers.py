@@ -85,11 +85,15 @@ derivative of the update with respect to v), one value per cell:
 * all: the backward pass' own wavefields, gradient buffers and model copies (a few N_dw·4 B, not
   in the formula; Deepwave's estimate calls them the unmodelled fixed overhead).
 
-Outputs: the JSON (``--out``, default ``benchmarks/peers.json``; merged per case), a Markdown table
-per case beside it (``<stem>.md``) and the Pareto plot ``figures/<stem>_pareto.png`` (working memory
-against 1 − cosine with the engine's own exact gradient, times on the labels).
+Outputs: one record (script ``peers``) appended to the benchmark history (``scripts/records.py``:
+``benchmarks/history.jsonl``) unless ``--quick`` or ``--no-record``; in a fresh folder
+(``results/peers-<time>/``, git-ignored, or beside ``--out``; nothing is overwritten) the JSON, a
+Markdown table per case (``<stem>.md``) and the Pareto plot ``figures/<stem>_pareto.png`` (working
+memory against 1 − cosine with the engine's own exact gradient, times on the labels).
+``--write-docs`` copies the table and the plot to ``benchmarks/peers.md`` and
+``benchmarks/figures/peers_pareto.png``; the table names its history record.
 
-Usage (one at a time, on a quiet machine; ``--quick`` runs tiny cases into a temp folder)::
+Usage (one at a time, on a quiet machine; ``--quick`` runs tiny cases, never recorded)::
 
     python scripts/peers.py                                   # overthrust2d 3 s and 8 s, layered3d
     python scripts/peers.py --cases overthrust_small overthrust_small:8000 --out /tmp/peers/peers.json
@@ -106,6 +110,7 @@ import itertools
 import json
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -117,6 +122,7 @@ import scipy.sparse as sp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_harness import (CACHE, MIB, ROOT, cache_path, cached_record, cosine, in_subprocess, meta,  # noqa: E402
                            parse_case, reset_peak, setup, shot, vmhwm_mb)
+import records  # noqa: E402
 
 import timeprobe as tp  # noqa: E402
 from timeprobe.geometry import resampling_operator  # noqa: E402
@@ -625,7 +631,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", nargs="+", default=None, help="NAME or NAME:T_ms (default overthrust2d:3000 "
                     "overthrust2d:8000 layered3d:1000; quick: tiny ones)")
-    ap.add_argument("--quick", action="store_true", help="tiny cases; writes to a temp folder unless --out")
+    ap.add_argument("--quick", action="store_true", help="tiny cases (smoke test); not recorded in the history")
     ap.add_argument("--r", type=int, default=None, help="timeprobe probes (r and 2r; default 32, quick 8)")
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per configuration (minimum kept)")
     ap.add_argument("--only", nargs="+", default=None, help="configurations to run, by name prefix (the "
@@ -634,31 +640,45 @@ def main(argv=None):
                     "<TIMEPROBE_BENCH_CACHE>/timeprobe_bench/deepwave_disk; a real disk, not tmpfs)")
     ap.add_argument("--nbl", type=int, default=None, help="absorbing width of both engines (default: the case's, "
                     "40 on the 2D shots); e.g. 80 to see the engines converge")
-    ap.add_argument("--out", default=None, help="JSON (default benchmarks/peers.json); <stem>.md beside it")
+    ap.add_argument("--out", default=None, help="JSON of this run (must not exist; default "
+                    "results/peers-<time>/peers.json); <stem>.md and figures/<stem>_pareto.png beside it")
+    records.add_arguments(ap, docs="benchmarks/peers.md and benchmarks/figures/peers_pareto.png")
     a = ap.parse_args(argv)
     if a.repeats is not None and a.repeats < 1:
         ap.error("--repeats must be >= 1")
+    records.check_arguments(ap, a)
     import_deepwave()
     conf = QUICK if a.quick else FULL
     cases = [parse_case(c) for c in a.cases] if a.cases else conf["cases"]
-    out = Path(a.out) if a.out else (Path(tempfile.gettempdir()) / "timeprobe_peers_quick" / "peers.json"
-                                     if a.quick else ROOT / "benchmarks" / "peers.json")
+    out = Path(a.out) if a.out else records.output_dir("peers" + ("-quick" if a.quick else "")) / "peers.json"
+    md, png = out.with_suffix(".md"), out.parent / "figures" / f"{out.stem}_pareto.png"
+    records.refuse_existing(out, md, png)  # this run's outputs never replace a file
     out.parent.mkdir(parents=True, exist_ok=True)
-    res = json.loads(out.read_text()) if out.exists() else {}
     with tempfile.TemporaryDirectory() as tmp:
-        res.setdefault("peers", {}).update(part_peers(cases, a.r or conf["r"], a.repeats or conf["repeats"], tmp,
-                                                      a.storage_path, a.only, a.nbl))
-    out.write_text(json.dumps(res, indent=1, default=str))
-    md = out.with_suffix(".md")
-    md.write_text(markdown(res["peers"], "# timeprobe and Deepwave 0.1.0 on the same shots\n\nGenerated by "
-                           "`scripts/peers.py` (raw numbers: `" + out.name + "`). Do not edit: rerun the command.")
-                  + "\n")
-    png = out.parent / "figures" / f"{out.stem}_pareto.png"
+        res = dict(peers=part_peers(cases, a.r or conf["r"], a.repeats or conf["repeats"], tmp,
+                                    a.storage_path, a.only, a.nbl), meta=meta(__file__, argv))
+    with open(out, "x") as f:
+        json.dump(res, f, indent=1, default=str)
+    rec = records.record(a, "peers", res, argv, __file__)
+    raw = (f"{records.cite(rec)}; also `{out.name}`" if rec else
+           f"`{out.name}`, not recorded in the history (--quick / --no-record)")
+
+    def header(raw):
+        return ("# timeprobe and Deepwave 0.1.0 on the same shots\n\nGenerated by "
+                f"`{res['meta']['command']}` on {res['meta']['date']}. Raw numbers: {raw}. "
+                "Do not edit: rerun the command (with `--write-docs` for `benchmarks/peers.md`).")
+    md.write_text(markdown(res["peers"], header(raw)) + "\n")
     plot_pareto(res["peers"], png)
     print("wrote", out, md, "and", png, flush=True)
+    if getattr(a, "write_docs", False):  # the committed documents name the record only
+        doc_md, doc_png = records.DOCS / "peers.md", records.DOCS / "figures" / "peers_pareto.png"
+        doc_png.parent.mkdir(parents=True, exist_ok=True)
+        doc_md.write_text(markdown(res["peers"], header(records.cite(rec))) + "\n")
+        shutil.copyfile(png, doc_png)
+        print("wrote", doc_md, "and", doc_png, flush=True)
     failed = [f"{key} {n}" for key, c in res["peers"].items() for n, row in c["rows"].items() if "error" in row]
     if failed:
-        sys.exit("failed measurements (errors in the JSON): " + "; ".join(failed))
+        sys.exit("failed measurements (errors in the JSON and the record): " + "; ".join(failed))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,10 @@ Used by ``notebooks/obn_rtm_salt.ipynb``; runnable on its own::
     python scripts/rtm_salt.py            # small (CI) size
     TIMEPROBE_NOTEBOOK_SMALL=0 python scripts/rtm_salt.py
 
+Run as a script, it appends one record (script ``rtm_salt``: sizes, image error, array and
+measured memory) to the benchmark history (``scripts/records.py``: ``benchmarks/history.jsonl``)
+unless ``--no-record``; :func:`run` (the notebook's entry) records nothing.
+
 ``salt_model`` is a *built-in synthetic* (water, a compacting sediment gradient
 and an elliptical 4.5 km/s salt body) — not SEAM. ``load_seam(path)`` reads a
 user-supplied SEAM 2D vp (HDF5 key "vp" in km/s or m/s, (nx, nz); or a SEG-Y
@@ -129,9 +133,14 @@ def _measure_child(ps, seam_path):
 
 if __name__ == "__main__":
     import argparse
-    ap = argparse.ArgumentParser()
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import records
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--measure", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--seam", default=None)
+    records.add_arguments(ap)
     a = ap.parse_args()
     if a.measure:
         _measure_child(None if a.measure == "exact" else int(a.measure), a.seam)
@@ -141,3 +150,9 @@ if __name__ == "__main__":
     print(f"wavefield memory: exact {out['bytes_exact']/2**20:.1f} MiB, probed {out['bytes_probed']/2**20:.1f} MiB")
     print(f"measured peak increase: exact {out['measured_exact_mib']:.1f} MiB, "
           f"probed {out['measured_probed_mib']:.1f} MiB")
+    model = out["model"]
+    records.record(a, "rtm_salt", dict(
+        small=os.environ.get("TIMEPROBE_NOTEBOOK_SMALL", "1") == "1", seam=out["seam"], shape=model.shape,
+        spacing=model.spacing, nbl=model.nbl, nt=out["nt"], r=out["r"], N=out["N"], ic="isic",
+        rel_error=out["rel_error"], bytes_exact=out["bytes_exact"], bytes_probed=out["bytes_probed"],
+        measured_exact_mib=out["measured_exact_mib"], measured_probed_mib=out["measured_probed_mib"]))

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_gradients.py"
+sys.path.insert(0, str(SCRIPT.parent))
+import records  # noqa: E402
 STRATEGIES = {"full", "subsample", "dft", "checkpoint", "probe", "plain", "plain_forward"}
 
 
@@ -21,9 +23,11 @@ def test_benchmark_gradients_quick(tmp_path):
     env.setdefault("OMP_NUM_THREADS", "1")
     env["TIMEPROBE_BENCH_CACHE"] = str(tmp_path / "cache")  # observed data modelled afresh, never shared
     out = tmp_path / "g.json"
+    n_records = len(records.read())
     proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--part", "table", "sweep", "--out", str(out)],
                           env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert len(records.read()) == n_records  # a --quick run is never recorded
     res = json.loads(out.read_text())
 
     assert set(res["table"]) == {"layered2d_61_41", "layered3d_21_21_17"}
@@ -52,5 +56,5 @@ def test_benchmark_gradients_quick(tmp_path):
     for label in ("compute (seed)", "memory (seed)", "wall time (s)", "time / plain fwd+adj",
                   "working memory (MiB)", "memory formula", "cosine with exact"):
         assert md.count(f"| {label}") == 2, label  # one table per case
-    assert "devito" in md and "--quick" in md
+    assert "devito" in md and "--quick" in md and "not recorded in the history" in md
     assert (tmp_path / "figures" / "g_scaling.png").stat().st_size > 0

@@ -1,5 +1,6 @@
 """scripts/fwi_overthrust.py on a tiny synthetic configuration: outputs, no overwrite, clear errors."""
 import importlib.util
+import sys
 from pathlib import Path
 
 import h5py
@@ -7,6 +8,8 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import records  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +26,13 @@ TINY = ["--model", "synthetic", "--synthetic-size", "41", "21", "--coarsen", "1"
 
 
 def test_tiny_run_outputs_and_no_overwrite(script, tmp_path):
+    n_records = len(records.read(script="fwi_overthrust"))
     s1 = script.main(TINY + ["--results", str(tmp_path)], log=lambda *a: None)
+    recs = records.read(script="fwi_overthrust")
+    assert len(recs) == n_records + 1 and recs[-1] == s1["record"]  # the summary table, recorded once
+    assert [(r["name"], r["time"], r["working_memory_mb"], r["rel_error"]) for r in recs[-1]["figures"]["runs"]] == \
+        [(r["name"], r["time"], r["working_memory_mb"], r["rel_error"]) for r in s1["runs"]]
+    assert recs[-1]["command"].startswith("python scripts/fwi_overthrust.py --model synthetic")
     out1 = Path(s1["out"])
     assert out1.parent == tmp_path
     for name in ("exact.h5", "probed-QR-r8.h5", "models.png", "profiles.png", "convergence.png", "summary.json",
@@ -44,8 +53,9 @@ def test_tiny_run_outputs_and_no_overwrite(script, tmp_path):
         assert r["nit"] == 2 and r["time"] > 0 and r["working_memory_mb"] > 0
     assert "working MiB" in s1["text"]
     mtime = (out1 / "exact.h5").stat().st_mtime_ns
-    s2 = script.main(TINY + ["--results", str(tmp_path), "--no-plots"], log=lambda *a: None)
-    assert Path(s2["out"]) != out1
+    s2 = script.main(TINY + ["--results", str(tmp_path), "--no-plots", "--no-record"], log=lambda *a: None)
+    assert Path(s2["out"]) != out1 and s2["record"] is None
+    assert len(records.read(script="fwi_overthrust")) == n_records + 1  # --no-record appends nothing
     assert (out1 / "exact.h5").stat().st_mtime_ns == mtime
     # an explicit, non-empty --out is refused
     with pytest.raises(FileExistsError, match="never overwritten"):
@@ -107,6 +117,8 @@ def test_notebook_small(tmp_path, monkeypatch):
     nb = nbformat.read(ROOT / "notebooks" / "fwi_overthrust.ipynb", as_version=4)
     monkeypatch.setenv("TIMEPROBE_NOTEBOOK_SMALL", "1")
     monkeypatch.setenv("TIMEPROBE_ROOT", str(ROOT))
+    n_records = len(records.read())
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     runs = list((tmp_path / "results-notebook").iterdir())
     assert len(runs) == 1 and (runs[0] / "exact.h5").is_file() and (runs[0] / "convergence.png").is_file()
+    assert len(records.read()) == n_records  # the small (smoke) run is not recorded

@@ -11,6 +11,8 @@ import pytest
 from conftest import layered_model
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gradient_accuracy.py"
+sys.path.insert(0, str(SCRIPT.parent))
+import records  # noqa: E402
 
 
 def test_gradient_accuracy_script(tmp_path, monkeypatch):
@@ -23,8 +25,12 @@ def test_gradient_accuracy_script(tmp_path, monkeypatch):
     argv = [str(SCRIPT), str(path), "--out", str(out), "--ps", "2", "8", "--modes", "QR", "rademacher",
             "--panels", "8", "--t", "300", "--f0", "0.015", "--water-rows", "5"]
     monkeypatch.setattr(sys, "argv", argv)
+    n_records = len(records.read(script="gradient_accuracy"))
     runpy.run_path(str(SCRIPT), run_name="__main__")
     scores = json.loads((out / "accuracy.json").read_text())
+    recs = records.read(script="gradient_accuracy")
+    assert len(recs) == n_records + 1  # one run, one record of its scores
+    assert recs[-1]["figures"] == scores and "--ps 2 8" in recs[-1]["command"]
     for mode in ("QR", "rademacher"):
         rows = scores["modes"][mode]
         assert [x["r"] for x in rows] == [2, 8]
@@ -35,3 +41,4 @@ def test_gradient_accuracy_script(tmp_path, monkeypatch):
         assert (out / png).stat().st_size > 0
     with pytest.raises(SystemExit, match="exists"):  # never overwrite silently
         runpy.run_path(str(SCRIPT), run_name="__main__")
+    assert len(records.read(script="gradient_accuracy")) == n_records + 1

@@ -132,10 +132,14 @@ def test_peers_harness_quick(tmp_path):
     env.setdefault("OMP_NUM_THREADS", "1")
     env["TIMEPROBE_BENCH_CACHE"] = str(tmp_path / "cache")
     out = tmp_path / "p.json"
+    sys.path.insert(0, str(SCRIPTS))
+    import records
+    n_records = len(records.read())
     proc = subprocess.run([sys.executable, str(SCRIPTS / "peers.py"), "--quick", "--cases", "layered2d_41_31:600",
                            "--only", "dw_8bit", "dw_disk_nyq", "dw_ckpt", "--out", str(out)],
                           env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert len(records.read()) == n_records  # a --quick run is never recorded
     res = json.loads(out.read_text())["peers"]["layered2d_41_31:600"]
     rows, info = res["rows"], res["info"]
     k = info["interval"]
