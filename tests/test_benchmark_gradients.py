@@ -14,6 +14,10 @@ import records  # noqa: E402
 STRATEGIES = {"full", "subsample", "dft", "checkpoint", "probe", "plain", "plain_forward"}
 
 
+QUICK_COSINE_FLOORS = {"layered2d_61_41": dict(dft=0.4, probe=0.8, subsample=0.99999),
+                       "layered3d_21_21_17": dict(dft=0.9, probe=0.97, subsample=0.9999)}
+
+
 @pytest.mark.slow
 def test_benchmark_gradients_quick(tmp_path):
     env = dict(os.environ)
@@ -44,7 +48,12 @@ def test_benchmark_gradients_quick(tmp_path):
         assert full > 0.8 * by["full"]["expected_mb"], (case, full)  # the snapshots are really measured
         assert by["full"]["cosine"] == pytest.approx(1.0, abs=1e-6)
         assert by["checkpoint"]["cosine"] >= 0.9999, case
-        assert all(-1 <= by[s]["cosine"] <= 1 for s in ("dft", "probe", "subsample"))
+        # thresholds measured on these cases (seeded; 2D / 3D: DFT 0.51 / 0.94, probe r=8 0.89 / 0.987,
+        # subsampling 0.9999992 / 0.99996), with margin
+        floor = QUICK_COSINE_FLOORS[case]
+        for s in ("dft", "probe", "subsample"):
+            assert floor[s] < by[s]["cosine"] < 1.0 + 1e-9, (case, s, by[s]["cosine"])
+        assert by["probe"]["cosine"] > by["dft"]["cosine"], case  # probing beats DFT at equal memory
         assert by["plain"]["cosine"] is None
 
     rows = res["sweep"]["rows"]
