@@ -11,13 +11,21 @@ are built in :mod:`timeprobe.operators`, the probe vectors designed in :mod:`tim
   imaging conditions — instead of the padded grid (31 % less memory and work on the 801×207
   Overthrust with 40 absorbing points). The region has dimensions of its own
   (:class:`ProbeRegion`); equations read the grid's fields at ``x_region + margin``.
-* **Ring buffer** (``method="blocked"``): every k-th snapshot is copied into one of ``B`` slots;
-  once per block of ``B`` snapshots the operator applies the block's rows of ``Qᵀ`` to the
-  buffer. The slots sit just outside the innermost spatial axis, ``(x, b, y)``.
+* **Ring buffer** (``method="blocked"``): the k-subsampled snapshots are taken in blocks of
+  ``B``. ``B − 1`` of them are copied into the slots of the ring buffer; the block's remaining
+  snapshot is read straight from the wavefield by the block's flush, which applies the block's
+  rows of ``Qᵀ`` (``ū_p += Σ_b W[c, b, p]·snapshot_b``) at that very time step. The forward
+  buffers slots ``0 … B−2`` and flushes at slot ``B−1``; the adjoint, running backward in time,
+  buffers slots ``1 … B−1`` and flushes at slot 0. A block's weights are selected by the index
+  ``time / (k·B)`` (:data:`FLUSH_TIME` adds the one flush off that schedule: the forward's
+  unfinished last block, the adjoint's first block). The slots sit just outside the innermost
+  spatial axis, ``(x, slot, y)``; ``B = 1`` needs no ring buffer at all.
 * **Layouts of ū** (:func:`inner_probe_axis`): the forward flush runs with ``p`` innermost
   (``(x, y, p)``, the block weights stay in registers, ū streams once); the adjoint's direct
-  update ``g −= Σ_p ū_p·Σ_b W[b, p]·ring_b`` runs on ū transposed in place to ``(x, p, y)``
+  update ``g −= Σ_p ū_p·Σ_b W[b, p]·snapshot_b`` runs on ū transposed in place to ``(x, p, y)``
   (:func:`swap_probe_axis`), where every probe is one unit-stride sweep.
+* **Loop bounds**: the probe and slot axes are fixed dimensions (constant trip counts in the
+  generated code, :func:`timeprobe.compat.fixed_dimension`).
 * **Buffers** are numpy arrays wrapped by Devito functions without a copy
   (:func:`new_buffer`): ``np.zeros`` maps zero pages, where Devito's own allocation would
   zero-fill through its ``Data`` indexing machinery (tens of ms per gradient).
@@ -27,16 +35,20 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from devito import ConditionalDimension, DefaultDimension, Function
+from devito import Constant, DefaultDimension, Function
 
-from .compat import wrap_array
+from .compat import fixed_dimension, wrap_array
 
 __all__ = ["ProbeLayout", "probe_layout", "probe_margin", "region_slices", "ProbeRegion", "probe_region",
-           "probe_dims", "block_dim", "inner_probe_axis", "swap_probe_axis", "placeholder",
-           "new_buffer", "buffer_view", "TIME_INDEXED"]
+           "probe_dims", "inner_probe_axis", "swap_probe_axis", "placeholder", "flush_time",
+           "buffered_slots", "read_slot", "ring_slots", "new_buffer", "buffer_view", "TIME_INDEXED",
+           "FLUSH_TIME"]
 
 #: probe arrays indexed by time (their first axis has the run's length, not the placeholder's)
-TIME_INDEXED = ("Qt", "Qblk", "Wtail")
+TIME_INDEXED = ("Qt", "Qblk")
+
+#: name of the run-time scalar holding the time step of the one off-schedule flush
+FLUSH_TIME = "tflush"
 
 
 class ProbeLayout(NamedTuple):
@@ -95,17 +107,35 @@ def probe_region(ws, t):
 
 
 def probe_dims(ws, r, B=None):
-    """The probe (``p``, size r) and ring-buffer (``b``, size B) dimensions, one object each per
-    workspace (two ``p`` objects would become two nested loops)."""
+    """The probe (``p``, size r) and block (``b``, size B: one weight per snapshot of a block)
+    dimensions, fixed-size, one object each per workspace (two ``p`` objects would become two
+    nested loops)."""
     def dim(name, size):
-        return ws.cached(("dim", name, size), lambda: DefaultDimension(name=name, default_value=size))
+        return ws.cached(("dim", name, size), lambda: fixed_dimension(name, size))
     return dim("p", r), (dim("b", B) if B else None)
 
 
-def block_dim(ws, k, B):
-    """The once-per-block time dimension (factor k·B), one object per (k, B) per workspace."""
-    return ws.cached(("dim", "tblk", k * B),
-                     lambda: ConditionalDimension(name="tblk", parent=ws.time_dim, factor=k * B))
+def ring_slots(B):
+    """Slots of the ring buffer of a B-snapshot block: one snapshot per block is never stored."""
+    return B - 1
+
+
+def buffered_slots(B, adjoint):
+    """The snapshots of a block (0 … B−1, in forward time) that are copied into the ring buffer,
+    each with its slot: forward ``0 … B−2`` (slot j), adjoint ``1 … B−1`` (slot j − 1)."""
+    return [(j, j - 1) if adjoint else (j, j) for j in (range(1, B) if adjoint else range(B - 1))]
+
+
+def read_slot(B, adjoint):
+    """The snapshot of a block its flush reads from the wavefield: the last one the run
+    reaches (forward ``B − 1``, adjoint ``0``); the flush happens at its time step."""
+    return 0 if adjoint else B - 1
+
+
+def flush_time(ws):
+    """The run-time scalar :data:`FLUSH_TIME` (int): the time step of the one flush off the
+    ``time ≡ read_slot·k (mod k·B)`` schedule."""
+    return ws.cached(("constant", FLUSH_TIME), lambda: Constant(name=FLUSH_TIME, dtype=np.int32))
 
 
 def inner_probe_axis(space, p):
@@ -129,19 +159,26 @@ def swap_probe_axis(a, to_inner):
 def _dimensions(ws, name, layout):
     p, b = probe_dims(ws, layout.r, layout.block)
     x = probe_region(ws, layout.margin).dimensions
+    if name == "ring":
+        if ring_slots(layout.block) < 1:
+            raise ValueError("a block of B = 1 snapshot has no ring buffer")
+        slot = ws.cached(("dim", "slot", ring_slots(layout.block)),
+                         lambda: fixed_dimension("slot", ring_slots(layout.block)))
+        return inner_probe_axis(x, slot)
+    blk = ws.cached(("dim", "blk"), lambda: DefaultDimension(name="blk", default_value=1))
     return {"ubar": x + (p,), "vbar": x + (p,), "ubar_t": inner_probe_axis(x, p), "grad_r": x,
-            "Qt": (ws.time_dim, p), "Qblk": (block_dim(ws, layout.subsample, layout.block), b, p),
-            "ring": inner_probe_axis(x, b), "Wtail": (b, p)}[name]
+            "Qt": (ws.time_dim, p), "Qblk": (blk, b, p)}[name]
 
 
 def placeholder(ws, name, layout):
     """The placeholder ``Function`` ``name`` of the operators built for ``layout``.
 
     Names: ``ubar`` (region, p), ``ubar_t`` (ū transposed, see :func:`swap_probe_axis`),
-    ``vbar``, ``grad_r`` (the probed gradient on the region), ``ring`` (the ring buffer),
-    ``Qt`` (time, p: the weights of the reference ``"eq"`` method), ``Qblk`` (block, b, p: the
-    blocked weights), ``Wtail`` (b, p: the weights of the last block's flush). Its shape is that
-    of the per-shot arrays; the time-indexed weights (:data:`TIME_INDEXED`) get theirs at run time.
+    ``vbar``, ``grad_r`` (the probed gradient on the region), ``ring`` (the ring buffer, B − 1
+    slots), ``Qt`` (time, p: the weights of the reference ``"eq"`` method), ``Qblk`` (block, b,
+    p: the blocked weights, row c for the block of times c·k·B … (c+1)·k·B − 1). Its shape is
+    that of the per-shot arrays; the time-indexed weights (:data:`TIME_INDEXED`) get theirs at
+    run time.
     """
     dims = _dimensions(ws, name, layout)
 
@@ -149,6 +186,8 @@ def placeholder(ws, name, layout):
         region = probe_region(ws, layout.margin)
         p, b = probe_dims(ws, layout.r, layout.block)
         sizes = {**dict(zip(region.dimensions, region.shape)), p: layout.r, b: layout.block}
+        if name == "ring":
+            sizes[dims[-2]] = ring_slots(layout.block)
         shape = tuple(sizes.get(d, 1) for d in dims)  # 1: the time-indexed axis of Qt/Qblk
         return Function(name=name, dimensions=dims, shape=shape, space_order=0, dtype=ws.dtype)
     return ws.cached(("probe", name, tuple(id(d) for d in dims)), make)

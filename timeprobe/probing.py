@@ -661,12 +661,12 @@ class Probing:
     method : {"blocked", "eq"}
         ``"eq"`` is the reference formulation of the design: one Devito ``Eq`` per time step,
         ``ū[x, p] += k·dt·Q[s, p]·u(x)`` (streams the r×N accumulator through memory every step).
-        ``"blocked"`` (default) copies ``block`` sub-sampled snapshots into a ring buffer and,
-        once per block, applies ``Qᵀ`` to the buffer in one register-blocked Devito loop nest:
-        the same sum, reordered, at a fraction of the memory traffic
-        (:mod:`timeprobe.probe_buffers`).
+        ``"blocked"`` (default) takes the sub-sampled snapshots in blocks of ``block``, copies
+        all but one of each block into a ring buffer and, once per block, applies ``Qᵀ`` to the
+        block in one register-blocked Devito loop nest: the same sum, reordered, at a fraction of
+        the memory traffic (:mod:`timeprobe.probe_buffers`).
     block : int
-        Ring-buffer length ``B`` for ``"blocked"`` (memory ``B·N`` floats).
+        Snapshots per block ``B`` for ``"blocked"`` (ring buffer ``(B − 1)·N`` floats).
     direct : bool
         Adjoint pass accumulates the gradient ``g −= v̈·(Q ū)`` directly instead of storing
         ``v̄`` (saves r·N floats; only for the cross-correlation image).
@@ -713,29 +713,15 @@ class Probing:
         Qt[:nt:self.subsample] = scale * self.Q
         return Qt
 
-    def blocked_weights(self, nt, scale, adjoint):
-        """Q arranged per ring-buffer block: (nblocks + 2, B, r), rows scaled by ``scale``.
-
-        Forward: the block ending before time ``c·k·B`` is accumulated at that time step, from
-        row ``c``. Adjoint (backward in time): block ``c`` is accumulated at time ``c·k·B`` once
-        its first slot is written, from row ``c``.
-        """
+    def blocked_weights(self, nt, scale):
+        """Q arranged per block of B sub-sampled steps: (nblocks, B, r), rows scaled by ``scale``;
+        row c holds the weights of the snapshots at times ``c·k·B + j·k``, j = 0 … B−1 (zero
+        past the last one). The propagators select row ``time / (k·B)``."""
         B, k = self.block, self.subsample
-        nblk = (nt - 1) // (k * B) + 2
-        W = np.zeros((nblk + 1, B, self.r), dtype=self.dtype)
-        for s in range(self.nsub):
-            c, b = divmod(s, B)
-            W[c if adjoint else c + 1, b] = scale * self.Q[s]
-        return W
-
-    def tail_weights(self, nt, scale):
-        """Weights (B, r) of the forward's last, unfinished block, flushed after the time loop."""
-        B, k = self.block, self.subsample
-        c_last = (nt - 1) // (k * B)
-        Wt = np.zeros((B, self.r), dtype=self.dtype)
-        rows = self.Q[c_last * B:(c_last + 1) * B]
-        Wt[:rows.shape[0]] = scale * rows
-        return Wt
+        nblk = (nt - 1) // (k * B) + 1
+        W = np.zeros((nblk * B, self.r), dtype=self.dtype)
+        W[:self.nsub] = scale * self.Q
+        return W.reshape(nblk, B, self.r)
 
 
 def max_frequency(wavelet, dt, rel=1e-3):

@@ -27,8 +27,9 @@ from devito import TimeFunction
 from .compat import release
 from .geometry import (Data, Geometry, computational_axis, from_computational, from_computational_adjoint,
                        grid_coordinates, to_computational, to_computational_adjoint)
-from .operators import adjoint_operator, flush_adjoint_operator, flush_operator, forward_operator
-from .probe_buffers import buffer_view, new_buffer, probe_layout, region_slices, swap_probe_axis
+from .operators import adjoint_operator, forward_operator
+from .probe_buffers import (FLUSH_TIME, buffer_view, new_buffer, probe_layout, region_slices, ring_slots,
+                            swap_probe_axis)
 from .workspace import use_model
 
 __all__ = ["forward", "adjoint", "born", "born_adjoint", "run_forward", "run_adjoint", "run_born",
@@ -107,18 +108,17 @@ def run_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, save=False, pr
             if probing.method == "eq":
                 kwargs["Qt"] = new_buffer(ws, "Qt", layout, probing.time_weights(nt, scale))
             else:
-                kwargs["Qblk"] = new_buffer(ws, "Qblk", layout, probing.blocked_weights(nt, scale, adjoint=False))
-                kwargs["ring"] = ring = new_buffer(ws, "ring", layout)
+                kwargs["Qblk"] = new_buffer(ws, "Qblk", layout, probing.blocked_weights(nt, scale))
+                if ring_slots(layout.block):
+                    kwargs["ring"] = ring = new_buffer(ws, "ring", layout)
+                # the last snapshot ends its block, finished or not (operators.probe_equations)
+                kwargs[FLUSH_TIME] = probing.subsample * (probing.nsub - 1)
         if dm is not None:
             ws.field("du").data[:] = 0
             ws.function("dm").data[:] = model.pad(check_dm(model, dm), mode="constant")
         if illumination:
             ws.function("illum").data[:] = 0
         op.apply(**kwargs)
-        if ring is not None:
-            # the last, unfinished block is still in the ring buffer: flush it
-            Wt = new_buffer(ws, "Wtail", layout, probing.tail_weights(nt, scale))
-            flush_operator(ws, layout).apply(ubar=extra, ring=ring, Wtail=Wt)
         release(rec, src, ring)
         if illumination:
             return traces[:nt], extra, np.array(ws.function("illum").data)
@@ -176,9 +176,13 @@ def run_adjoint(model, rec_coords, residual_c, dt, nt, src_coords=None, usave=No
             if probing.method == "eq":
                 kwargs["Qt"] = new_buffer(ws, "Qt", layout, probing.time_weights(nt, 1.0))
             else:
-                W = probing.blocked_weights(nt, 1.0, adjoint=True)
+                W = probing.blocked_weights(nt, 1.0)
+                W[0, 0] = 0.0  # time 0 lies outside the loop (n ≥ 1): v̈[0] is not part of the sum
                 kwargs["Qblk"] = new_buffer(ws, "Qblk", layout, W)
-                kwargs["ring"] = new_buffer(ws, "ring", layout)
+                if ring_slots(layout.block):
+                    kwargs["ring"] = new_buffer(ws, "ring", layout)
+                # block 0 ends at the loop's first step (its slot 0, time 0, is never reached)
+                kwargs[FLUSH_TIME] = kwargs["time_m"]
             if direct:
                 # the gradient on the probe region only (probe_buffers.probe_margin)
                 kwargs["grad_r"] = new_buffer(ws, "grad_r", layout)
@@ -196,17 +200,10 @@ def run_adjoint(model, rec_coords, residual_c, dt, nt, src_coords=None, usave=No
         else:
             op = adjoint_operator(ws, src_interp=srca is not None)
         op.apply(**kwargs)
-        if layout is not None and probing.method == "blocked":
-            # block 0 is still in the ring buffer (slot 0 = time 0 lies outside the loop: weight 0)
-            Wt = W[0].copy()
-            Wt[0] = 0.0
-            fl = dict(ring=kwargs["ring"], Wtail=new_buffer(ws, "Wtail", layout, Wt))
-            fl.update(ubar_t=kwargs["ubar_t"], grad_r=kwargs["grad_r"]) if direct else fl.update(vbar=vbar)
-            flush_adjoint_operator(ws, layout).apply(**fl)
-            if direct:
-                release(kwargs["ubar_t"])
-                if restore_ubar:  # the caller's ū, as it was (else its bytes stay transposed)
-                    swap_probe_axis(ubar_data, to_inner=False)
+        if "ubar_t" in kwargs:
+            release(kwargs["ubar_t"])
+            if restore_ubar:  # the caller's ū, as it was (else its bytes stay transposed)
+                swap_probe_axis(ubar_data, to_inner=False)
         if "grad_r" in kwargs:
             grad = np.zeros(ws.shape, dtype=ws.dtype)
             grad[region_slices(model)] = kwargs["grad_r"].data
