@@ -105,9 +105,9 @@ def probe_equations(ws, expr, layout, adjoint):
     ``layout`` a :class:`~timeprobe.probe_buffers.ProbeLayout`. ``"eq"``: one ``Eq`` per time
     step, ``acc[x, p] += Qt[t, p]·expr`` (or, adjoint and direct, ``g −= expr·Σ_p Qt[t, p] ū_p``).
     ``"blocked"``: the k-subsampled ``expr`` of a block of B snapshots (times
-    ``c·kB + j·k``) goes to the ring buffer, except the one the run reaches last
-    (:func:`~timeprobe.probe_buffers.read_slot`); at that one's time step, after the slot writes,
-    ``acc[x, p] += Σ_j Qblk[c, j, p]·s_j`` with ``s_j`` the buffered snapshots and ``expr`` itself
+    ``c·kB + j·k``) goes to the ring buffer (but the one :func:`~timeprobe.probe_buffers.read_slot`
+    names); at the time step of the block's last snapshot the run reaches, after the slot writes,
+    ``acc[x, p] += Σ_j Qblk[c, j, p]·s_j`` with ``s_j`` the buffered snapshots or ``expr`` itself
     (adjoint direct: ``g −= ū_tᵀ·(Σ_j Qblk[c, j, p]·s_j)``), ``c = time / (k·B)``. One more flush
     runs at the time step :data:`~timeprobe.probe_buffers.FLUSH_TIME` given at run time (the
     forward's last snapshot, ending an unfinished block; the adjoint's first step, ending block
@@ -129,18 +129,21 @@ def probe_equations(ws, expr, layout, adjoint):
     p, _ = probe_dims(ws, layout.r, B)
     W = ph("Qblk")
     c = floor_div(time, k * B)
-    snapshots = {read_slot(B, adjoint): expr}
+    direct = adjoint and layout.direct
+    last = read_slot(B, adjoint, direct)
+    snapshots = {} if last is None else {last: expr}
     writes = []
-    for j, slot in buffered_slots(B, adjoint):
+    for j, slot in buffered_slots(B, adjoint, direct):
         when = ConditionalDimension(name=f"snap{j}", parent=time,
                                     condition=sympy.Eq(sympy.Mod(time, k * B), j * k))
-        ring = ph("ring")[inner_probe_axis(x, slot)]
+        ring = ph("ring_adj" if adjoint else "ring")[inner_probe_axis(x, slot)]
         writes.append(Eq(ring, expr, implicit_dims=(when,)))
         snapshots[j] = ring
     combo = builtins.sum(W[c, j, p] * snapshots[j] for j in range(B))
+    at = (B - 1 if not adjoint else 0) * k  # the block's last snapshot the run reaches
     flush = ConditionalDimension(name="flush", parent=time, condition=sympy.Or(
-        sympy.Eq(sympy.Mod(time, k * B), read_slot(B, adjoint) * k), sympy.Eq(time, flush_time(ws))))
-    if adjoint and layout.direct:
+        sympy.Eq(sympy.Mod(time, k * B), at), sympy.Eq(time, flush_time(ws))))
+    if direct:
         # ū in the (x, p, y) layout: loops x, p, y with y unit-stride (probe_buffers)
         acc = Inc(ph("grad_r"), -combo * ph("ubar_t"), implicit_dims=(flush,))
     else:

@@ -12,14 +12,15 @@ are built in :mod:`timeprobe.operators`, the probe vectors designed in :mod:`tim
   Overthrust with 40 absorbing points). The region has dimensions of its own
   (:class:`ProbeRegion`); equations read the grid's fields at ``x_region + margin``.
 * **Ring buffer** (``method="blocked"``): the k-subsampled snapshots are taken in blocks of
-  ``B``. ``B − 1`` of them are copied into the slots of the ring buffer; the block's remaining
-  snapshot is read straight from the wavefield by the block's flush, which applies the block's
-  rows of ``Qᵀ`` (``ū_p += Σ_b W[c, b, p]·snapshot_b``) at that very time step. The forward
-  buffers slots ``0 … B−2`` and flushes at slot ``B−1``; the adjoint, running backward in time,
-  buffers slots ``1 … B−1`` and flushes at slot 0. A block's weights are selected by the index
-  ``time / (k·B)`` (:data:`FLUSH_TIME` adds the one flush off that schedule: the forward's
-  unfinished last block, the adjoint's first block). The slots sit just outside the innermost
-  spatial axis, ``(x, slot, y)``; ``B = 1`` needs no ring buffer at all.
+  ``B``; once per block, at the time step of the block's last snapshot the run reaches, a flush
+  applies the block's rows of ``Qᵀ`` (``ū_p += Σ_b W[c, b, p]·snapshot_b``). The other
+  snapshots wait in the slots of the ring buffer; the last one is read straight from the
+  wavefield (:func:`read_slot`): the forward buffers ``B − 1`` snapshots (``B = 1`` needs no
+  ring buffer at all), the adjoint's direct gradient update all ``B`` (its loop order would
+  recompute ``v̈`` per probe). A block's weights are selected by the index ``time / (k·B)``;
+  :data:`FLUSH_TIME` adds the one flush off that schedule (the forward's unfinished last block,
+  the adjoint's first block). The slots sit just outside the innermost spatial axis,
+  ``(x, slot, y)``.
 * **Layouts of ū** (:func:`inner_probe_axis`): the forward flush runs with ``p`` innermost
   (``(x, y, p)``, the block weights stay in registers, ū streams once); the adjoint's direct
   update ``g −= Σ_p ū_p·Σ_b W[b, p]·snapshot_b`` runs on ū transposed in place to ``(x, p, y)``
@@ -115,26 +116,32 @@ def probe_dims(ws, r, B=None):
     return dim("p", r), (dim("b", B) if B else None)
 
 
-def ring_slots(B):
-    """Slots of the ring buffer of a B-snapshot block: one snapshot per block is never stored."""
+def read_slot(B, adjoint, direct=False):
+    """The snapshot of a block (0 … B−1, in forward time) its flush reads from the wavefield
+    instead of the ring buffer: the last one the run reaches (forward ``B − 1``, adjoint ``0``),
+    whose time step the flush happens at. None for the adjoint's direct gradient update, whose
+    loop order ``(x, p, y)`` would recompute the snapshot (``v̈``, three time levels) for every
+    probe: it buffers the whole block and flushes after writing slot 0."""
+    if adjoint:
+        return None if direct else 0
     return B - 1
 
 
-def buffered_slots(B, adjoint):
-    """The snapshots of a block (0 … B−1, in forward time) that are copied into the ring buffer,
-    each with its slot: forward ``0 … B−2`` (slot j), adjoint ``1 … B−1`` (slot j − 1)."""
-    return [(j, j - 1) if adjoint else (j, j) for j in (range(1, B) if adjoint else range(B - 1))]
+def ring_slots(B, adjoint=False, direct=False):
+    """Slots of the ring buffer for blocks of B snapshots (:func:`read_slot`)."""
+    return B - (read_slot(B, adjoint, direct) is not None)
 
 
-def read_slot(B, adjoint):
-    """The snapshot of a block its flush reads from the wavefield: the last one the run
-    reaches (forward ``B − 1``, adjoint ``0``); the flush happens at its time step."""
-    return 0 if adjoint else B - 1
+def buffered_slots(B, adjoint, direct=False):
+    """``[(j, slot)]``: snapshot j of a block (in forward time) is copied into ring slot ``slot``
+    (every snapshot but :func:`read_slot`, in order)."""
+    skip = read_slot(B, adjoint, direct)
+    return [(j, i) for i, j in enumerate(j for j in range(B) if j != skip)]
 
 
 def flush_time(ws):
     """The run-time scalar :data:`FLUSH_TIME` (int): the time step of the one flush off the
-    ``time ≡ read_slot·k (mod k·B)`` schedule."""
+    ``time ≡ j·k (mod k·B)`` schedule (j the block's last snapshot the run reaches)."""
     return ws.cached(("constant", FLUSH_TIME), lambda: Constant(name=FLUSH_TIME, dtype=np.int32))
 
 
@@ -156,14 +163,19 @@ def swap_probe_axis(a, to_inner):
         chunk[:] = chunk.reshape((-1,) + src_shape).swapaxes(1, 2).reshape(chunk.shape)
 
 
+def _ring_size(layout, name):
+    # "ring": the forward's; "ring_adj": the adjoint's (whole blocks for the direct update)
+    return ring_slots(layout.block, adjoint=name == "ring_adj", direct=layout.direct)
+
+
 def _dimensions(ws, name, layout):
     p, b = probe_dims(ws, layout.r, layout.block)
     x = probe_region(ws, layout.margin).dimensions
-    if name == "ring":
-        if ring_slots(layout.block) < 1:
+    if name in ("ring", "ring_adj"):
+        n = _ring_size(layout, name)
+        if n < 1:
             raise ValueError("a block of B = 1 snapshot has no ring buffer")
-        slot = ws.cached(("dim", "slot", ring_slots(layout.block)),
-                         lambda: fixed_dimension("slot", ring_slots(layout.block)))
+        slot = ws.cached(("dim", "slot", n), lambda: fixed_dimension("slot", n))
         return inner_probe_axis(x, slot)
     blk = ws.cached(("dim", "blk"), lambda: DefaultDimension(name="blk", default_value=1))
     return {"ubar": x + (p,), "vbar": x + (p,), "ubar_t": inner_probe_axis(x, p), "grad_r": x,
@@ -174,8 +186,8 @@ def placeholder(ws, name, layout):
     """The placeholder ``Function`` ``name`` of the operators built for ``layout``.
 
     Names: ``ubar`` (region, p), ``ubar_t`` (ū transposed, see :func:`swap_probe_axis`),
-    ``vbar``, ``grad_r`` (the probed gradient on the region), ``ring`` (the ring buffer, B − 1
-    slots), ``Qt`` (time, p: the weights of the reference ``"eq"`` method), ``Qblk`` (block, b,
+    ``vbar``, ``grad_r`` (the probed gradient on the region), ``ring`` / ``ring_adj`` (the
+    forward's / adjoint's ring buffer, :func:`ring_slots`), ``Qt`` (time, p: the weights of the reference ``"eq"`` method), ``Qblk`` (block, b,
     p: the blocked weights, row c for the block of times c·k·B … (c+1)·k·B − 1). Its shape is
     that of the per-shot arrays; the time-indexed weights (:data:`TIME_INDEXED`) get theirs at
     run time.
@@ -186,8 +198,8 @@ def placeholder(ws, name, layout):
         region = probe_region(ws, layout.margin)
         p, b = probe_dims(ws, layout.r, layout.block)
         sizes = {**dict(zip(region.dimensions, region.shape)), p: layout.r, b: layout.block}
-        if name == "ring":
-            sizes[dims[-2]] = ring_slots(layout.block)
+        if name in ("ring", "ring_adj"):
+            sizes[dims[-2]] = _ring_size(layout, name)
         shape = tuple(sizes.get(d, 1) for d in dims)  # 1: the time-indexed axis of Qt/Qblk
         return Function(name=name, dimensions=dims, shape=shape, space_order=0, dtype=ws.dtype)
     return ws.cached(("probe", name, tuple(id(d) for d in dims)), make)

@@ -179,8 +179,8 @@ def run_adjoint(model, rec_coords, residual_c, dt, nt, src_coords=None, usave=No
                 W = probing.blocked_weights(nt, 1.0)
                 W[0, 0] = 0.0  # time 0 lies outside the loop (n ≥ 1): v̈[0] is not part of the sum
                 kwargs["Qblk"] = new_buffer(ws, "Qblk", layout, W)
-                if ring_slots(layout.block):
-                    kwargs["ring"] = new_buffer(ws, "ring", layout)
+                if ring_slots(layout.block, adjoint=True, direct=direct):
+                    kwargs["ring_adj"] = new_buffer(ws, "ring_adj", layout)
                 # block 0 ends at the loop's first step (its slot 0, time 0, is never reached)
                 kwargs[FLUSH_TIME] = kwargs["time_m"]
             if direct:
@@ -210,7 +210,7 @@ def run_adjoint(model, rec_coords, residual_c, dt, nt, src_coords=None, usave=No
         elif grad is not None:
             grad = np.array(grad.data)
         out = (None if srca is None else np.array(srca.data[:nt]), grad, vbar)
-        release(rec, srca, kwargs.get("ring"), kwargs.get("grad_r"))
+        release(rec, srca, kwargs.get("ring_adj"), kwargs.get("grad_r"))
         return out
 
 
