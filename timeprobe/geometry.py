@@ -319,14 +319,24 @@ def resampling_operator(t_in, t_out):
     return sp.csr_matrix((vals, (rows, cols)), shape=(len(t_out), len(t_in)))
 
 
+_AXES_CACHE = {}
+
+
 def resample(traces, t_in, t_out):
-    """Resample ``traces`` (nt_in, ntraces) from times ``t_in`` to ``t_out`` (ms); see :func:`resampling_operator`."""
+    """Resample ``traces`` (nt_in, ntraces) from times ``t_in`` to ``t_out`` (ms); see :func:`resampling_operator`
+    (built once per pair of axes: every probe design of a survey resamples onto the same one)."""
     traces = np.asarray(traces)
     squeeze = traces.ndim == 1
     x = traces[:, None] if squeeze else traces
     if x.shape[0] != len(t_in):
         raise ValueError(f"traces have {x.shape[0]} samples, the input time axis {len(t_in)}")
-    y = (resampling_operator(t_in, t_out) @ x.astype(np.float64)).astype(np.float32)
+    key = (np.asarray(t_in, dtype=np.float64).tobytes(), np.asarray(t_out, dtype=np.float64).tobytes())
+    R = _AXES_CACHE.get(key)
+    if R is None:
+        if len(_AXES_CACHE) > 16:
+            _AXES_CACHE.clear()
+        R = _AXES_CACHE[key] = resampling_operator(t_in, t_out)
+    y = (R @ x.astype(np.float64)).astype(np.float32)
     return y[:, 0] if squeeze else y
 
 
