@@ -3,7 +3,7 @@
 The case: the SYNTHETIC 3D thrust model (:func:`models.synthetic_thrust_3d`, 25 m, 20-point
 absorbing layers, space order 8) and its smoothed initial model, one source at the centre
 (50 m deep), receivers on an areal grid every 50 m at 12.5 m depth, a 10 Hz Ricker, 3 s.
-The default grid, 281 × 281 × 141, needs 135 GB for full storage (more than 5× a 24 GB machine);
+The default grid, 281 × 281 × 141, needs 148 GB for full storage (more than 5× a 24 GB machine);
 the probed gradient (r = 32 QR probes) needs about 1.5 GB.
 
 Stages, each written to ``--out`` as soon as it is done (``record.json``, ``gradient_3d.h5``,
@@ -24,7 +24,8 @@ different configuration in the same folder is refused (``--overwrite`` starts af
    - optimal checkpointing ``(2c+3)·N_h`` with ``c`` checkpoints of the two time levels of u
      holding as much as the probed gradient, and Revolve's forward steps ``t·l − C(c+t, c+1)``
      (``t`` the smallest repetition number with ``C(c+t, c) ≥ l``, ``l = nt − 1`` steps),
-   - probing ``(r+B+1)·N_r`` (``N_r`` the probe region: physical domain + 4 points per side);
+   - probing ``(r+B+1)·N_r`` (``N_r`` the probe region: physical domain + 4 points per side,
+     :func:`timeprobe.probe_buffers.region_shape`);
 
 4. ``small``   on a smaller 3D model where the exact gradient fits (``--small``): the exact
    (full-storage) gradient, the probed one (goal: cosine ≥ 0.97 at r = 32), Nyquist-subsampled
@@ -69,7 +70,7 @@ from timeprobe.geometry import (computational_axis, from_computational, from_com
                                 to_computational)
 from timeprobe.io import peak_memory_mb, reset_peak_memory  # noqa: E402
 from timeprobe.operators import adjoint_operator, forward_operator  # noqa: E402
-from timeprobe.probe_buffers import probe_layout  # noqa: E402
+from timeprobe.probe_buffers import probe_layout, region_shape  # noqa: E402
 from timeprobe.probing import DEFAULT_BLOCK, ProbingOptions, probes_for_shot  # noqa: E402
 from timeprobe.propagators import run_adjoint, run_forward  # noqa: E402
 from timeprobe.workspace import use_model  # noqa: E402
@@ -203,8 +204,8 @@ def sizes(model, nt, k, r, B):
     """Grid sizes (points) and the float32 memory formulas (bytes) of every strategy."""
     so = model.space_order
     N = int(np.prod(model.shape_padded))
-    N_h = int(np.prod([n + so for n in model.shape_padded]))
-    N_r = int(np.prod([n + so for n in model.shape]))
+    N_h = int(np.prod([n + 2 * so for n in model.shape_padded]))  # Devito's halo: space_order per side
+    N_r = int(np.prod(region_shape(model)))
     nsub = -(-(nt + 1) // k)
     probe = (r + B + 1) * N_r
     c = max(1, probe // (2 * N_h))  # checkpoints holding as much as the probed gradient

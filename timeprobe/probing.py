@@ -591,11 +591,13 @@ def probed_trace(Q, a, b):
 #: accumulation methods of the propagators (see :class:`Probing`)
 PROBE_METHODS = ("blocked", "eq")
 
-#: ring-buffer slots of the blocked method. Measured on the 801×207 Overthrust shot, r = 32,
-#: k = 9 (BENCHMARKS.md): B = 4, 8, 16 ran at 1.21×, 1.24×, 1.29× plain propagation in one run —
-#: the flushes are bound by their B·r multiply-adds per point, not by the accumulator's memory
-#: traffic, once ū streams with unit stride — and B = 4 also stores least.
-DEFAULT_BLOCK = 4
+#: snapshots per block of the blocked method (the ring buffer holds B − 1 of them in the forward
+#: pass, B in the adjoint's direct update; memory (r + B + 1)·N_r at the adjoint's peak). Each
+#: flush streams ū once (2r/B floats per point and snapshot forward, r/B adjoint): in a kernel
+#: benchmark on the 801×207 Overthrust region (r = 32, one core) the flushes cost 0.48 ms per
+#: snapshot at B = 4 and 0.35 ms at B = 8, and no less at B = 12 or 16 (their sums of B terms
+#: no longer stay in registers); B = 8 holds 4·N_r more than B = 4 (+11 % at r = 32).
+DEFAULT_BLOCK = 8
 
 
 def check_ps(ps):
@@ -622,7 +624,7 @@ class ProbingOptions:
     method : "blocked" or "eq"
         Probed accumulation (see :class:`Probing`).
     block : int or None
-        Ring-buffer length of the blocked method (None: :data:`DEFAULT_BLOCK`).
+        Snapshots per block of the blocked method (None: :data:`DEFAULT_BLOCK`).
     probe_kwargs : dict
         Extra keyword arguments of :func:`design_probes` (power_iterations, shift, …).
     """
@@ -666,7 +668,8 @@ class Probing:
         block in one register-blocked Devito loop nest: the same sum, reordered, at a fraction of
         the memory traffic (:mod:`timeprobe.probe_buffers`).
     block : int
-        Snapshots per block ``B`` for ``"blocked"`` (ring buffer ``(B − 1)·N`` floats).
+        Snapshots per block ``B`` for ``"blocked"`` (a ring buffer of ``B − 1`` region-sized
+        fields in the forward pass, ``B`` in the adjoint's direct update).
     direct : bool
         Adjoint pass accumulates the gradient ``g −= v̈·(Q ū)`` directly instead of storing
         ``v̄`` (saves r·N floats; only for the cross-correlation image).
