@@ -98,6 +98,9 @@ def parse(argv=None):
                     help="grid of the smaller model where the exact gradient fits")
     ap.add_argument("--small-t", type=float, default=1500.0, help="recording time of the smaller model (ms)")
     ap.add_argument("--skip-small", action="store_true", help="leave out stage 'small'")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="cpu: process CPU time (with OMP_NUM_THREADS=1 on a shared machine it leaves out "
+                         "the time the process waits for a core)")
     ap.add_argument("--out", default="results/gradient_3d")
     ap.add_argument("--overwrite", action="store_true", help="start afresh in an existing --out")
     ap.add_argument("--quick", action="store_true", help="tiny grids, r = 8 (a test run of seconds)")
@@ -116,7 +119,7 @@ def parse(argv=None):
 def config_of(a):
     """What the results depend on (a resumed run must have the same)."""
     return {k: getattr(a, k) for k in ("shape", "spacing", "nbl", "t", "f0", "rec_spacing", "ps", "block",
-                                       "seed", "small", "small_t", "skip_small", "quick")}
+                                       "seed", "small", "small_t", "skip_small", "quick", "clock", "repeat")}
 
 
 # --------------------------------------------------------------------------- run folder
@@ -252,9 +255,12 @@ def rss_mb():
     return float("nan")
 
 
-def measured(fn):
+CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def measured(fn, clock="wall"):
     """``(result, seconds, peak working memory MiB)`` of ``fn()``: peak RSS during the call
-    minus RSS before it (freed heap pages handed back first)."""
+    minus RSS before it (freed heap pages handed back first); ``clock`` wall or CPU time."""
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -262,9 +268,9 @@ def measured(fn):
         pass
     reset_peak_memory()
     before = rss_mb()
-    t = time.perf_counter()
+    t = CLOCK[clock]()
     out = fn()
-    seconds = time.perf_counter() - t
+    seconds = CLOCK[clock]() - t
     return out, seconds, peak_memory_mb() - before
 
 
@@ -316,16 +322,17 @@ def stage_timing(run, a, shot, opts, bar):
     plain_s, probed_s, plain_mb, probed_mb, g = [], [], [], [], None
     for i in range(a.repeat):
         bar.set_postfix_str(f"plain forward + adjoint ({i + 1}/{a.repeat})")
-        _, s, mb = measured(shot.plain)
+        _, s, mb = measured(shot.plain, a.clock)
         plain_s.append(s)
         plain_mb.append(mb)
         bar.set_postfix_str(f"probed gradient ({i + 1}/{a.repeat})")
-        g, s, mb = measured(lambda: shot.probed(opts, a.seed))
+        g, s, mb = measured(lambda: shot.probed(opts, a.seed), a.clock)
         probed_s.append(s)
         probed_mb.append(mb)
     run.write_arrays("main", gradient=g)
     plot(run, g, shot.model, "gradient_probed.png", f"probed gradient, r = {a.ps}")
-    return dict(nt=shot.nt, dt=shot.dt, k=p.subsample, B=p.block, r=p.r, plain_s=plain_s, probed_s=probed_s,
+    return dict(nt=shot.nt, dt=shot.dt, k=p.subsample, B=p.block, r=p.r, clock=a.clock, plain_s=plain_s,
+                probed_s=probed_s,
                 ratio=min(probed_s) / min(plain_s), plain_peak_mb=max(plain_mb), probed_peak_mb=max(probed_mb),
                 probed_working_mb=max(probed_mb) - max(plain_mb))
 
@@ -344,7 +351,7 @@ def stage_small(run, a, opts, bar):
         bar.set_postfix_str(f"small model: {name}")
         if not a.quick:
             fn()  # builds and compiles its operators: the measured run below does not count that
-        (f, g), s, mb = measured(fn)
+        (f, g), s, mb = measured(fn, a.clock)
         rows[name] = dict(seconds=s, working_mb=mb, formula_mb=formula_bytes / MIB)
         return g
 
