@@ -210,10 +210,10 @@ def placeholder(ws, name, layout):
 
     Names: ``ubar`` (region, p), ``ubar_t`` (ū transposed, see :func:`swap_probe_axis`),
     ``vbar``, ``grad_r`` (the probed gradient on the region), ``ring`` / ``ring_adj`` (the
-    forward's / adjoint's ring buffer, :func:`ring_slots`), ``Qt`` (time, p: the weights of the reference ``"eq"`` method), ``Qblk`` (block, b,
-    p: the blocked weights, row c for the block of times c·k·B … (c+1)·k·B − 1). Its shape is
-    that of the per-shot arrays; the time-indexed weights (:data:`TIME_INDEXED`) get theirs at
-    run time.
+    forward's / adjoint's ring buffer, :func:`ring_slots`), ``Qt`` (time, p: the weights of the
+    reference ``"eq"`` method), ``Qblk`` (block, b, p: the blocked weights, row c for the block
+    of times c·k·B … (c+1)·k·B − 1). Its shape is that of the per-shot arrays; the time-indexed
+    weights (:data:`TIME_INDEXED`) get theirs at run time.
     """
     dims = _dimensions(ws, name, layout)
 
