@@ -29,7 +29,8 @@ are built in :mod:`timeprobe.operators`, the probe vectors designed in :mod:`tim
   generated code, :func:`timeprobe.compat.fixed_dimension`).
 * **Buffers** are numpy arrays wrapped by Devito functions without a copy
   (:func:`new_buffer`): ``np.zeros`` maps zero pages, where Devito's own allocation would
-  zero-fill through its ``Data`` indexing machinery (tens of ms per gradient).
+  zero-fill through its ``Data`` indexing machinery (tens of ms per gradient). They start on a
+  64-byte boundary (:func:`aligned_zeros`; a large numpy array starts 16 bytes into a page).
 """
 from __future__ import annotations
 
@@ -43,8 +44,8 @@ from .compat import fixed_dimension, wrap_array
 __all__ = ["ProbeLayout", "probe_layout", "probe_margin", "region_bounds", "region_slices", "region_shape",
            "PROBE_ALIGN", "ProbeRegion", "probe_region",
            "probe_dims", "inner_probe_axis", "swap_probe_axis", "placeholder", "flush_time",
-           "buffered_slots", "read_slot", "ring_slots", "new_buffer", "buffer_view", "TIME_INDEXED",
-           "FLUSH_TIME"]
+           "buffered_slots", "read_slot", "ring_slots", "new_buffer", "buffer_view", "aligned_zeros",
+           "TIME_INDEXED", "FLUSH_TIME", "BUFFER_ALIGN"]
 
 #: probe arrays indexed by time (their first axis has the run's length, not the placeholder's)
 TIME_INDEXED = ("Qt", "Qblk")
@@ -228,13 +229,33 @@ def placeholder(ws, name, layout):
     return ws.cached(("probe", name, tuple(id(d) for d in dims)), make)
 
 
+#: byte alignment of the probe buffers: one cache line, the width of an AVX-512 vector
+BUFFER_ALIGN = 64
+
+
+def aligned_zeros(shape, dtype, align=BUFFER_ALIGN):
+    """Zeros of ``shape`` whose first element sits on an ``align``-byte boundary.
+
+    Large numpy arrays start 16 bytes into a page (the allocator's header), so every 64-byte
+    vector access of the probe loops would straddle two cache lines; Devito's own fields are
+    aligned, and the generated loops assume ``aligned(…:64)``. The returned array is a view of
+    a slightly larger zeroed buffer (kept alive through ``.base``)."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    raw = np.zeros(nbytes + align, dtype=np.uint8)
+    start = -raw.ctypes.data % align
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
 def new_buffer(ws, name, layout, arr=None):
     """A fresh Function like the placeholder ``name`` holding a copy of ``arr`` (the
-    time-indexed weights) or zeros of the placeholder's shape."""
+    time-indexed weights) or zeros of the placeholder's shape, :data:`BUFFER_ALIGN`-aligned."""
     if arr is None:
-        buffer = np.zeros(placeholder(ws, name, layout).shape, dtype=ws.dtype)
+        buffer = aligned_zeros(placeholder(ws, name, layout).shape, ws.dtype)
     else:
-        buffer = np.array(arr, dtype=ws.dtype)
+        arr = np.asarray(arr)
+        buffer = aligned_zeros(arr.shape, ws.dtype)
+        buffer[...] = arr
     return buffer_view(ws, name, layout, buffer)
 
 
