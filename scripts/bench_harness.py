@@ -236,14 +236,14 @@ def case_info(model0, q, d):
     included), N_thin (the probe region with sum_padding=False: physical domain + space_order/2),
     nt, dt."""
     from timeprobe.geometry import computational_axis
-    from timeprobe.probe_buffers import probe_margin
+    from timeprobe.probe_buffers import region_shape
     dt, nt = computational_axis(model0, q.geometry, d.geometry)
     so = model0.space_order
     return dict(shape=list(model0.shape), shape_padded=list(model0.shape_padded), dt=float(dt), nt=int(nt),
                 N=int(np.prod(model0.shape_padded)),
                 N_h=int(np.prod([s + 2 * so for s in model0.shape_padded])), space_order=so,
                 N_r=int(np.prod(model0.shape_padded)),
-                N_thin=int(np.prod([s - 2 * probe_margin(model0) for s in model0.shape_padded])),
+                N_thin=int(np.prod(region_shape(model0))),
                 nrec=int(d.geometry.coordinates[0].shape[0]))
 
 

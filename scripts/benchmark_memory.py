@@ -15,7 +15,7 @@ default). Each configuration runs in its own subprocess, which
 Gradient working memory = step-3 peak − step-2 peak. Expected (float32, N padded points):
 exact ``(nt + 1)·N_halo`` (every snapshot, with its stencil halo); probed ``r·N_region`` (ū)
 + ``B·N_region`` (ring buffer), ``N_region`` the physical domain plus ``space_order/2`` points
-(``timeprobe.probe_buffers.probe_margin``) with ``--sum-padding 0``, the padded grid otherwise. The gradient array was allocated with the operators, the adjoint field
+(``timeprobe.probe_buffers.region_shape``) with ``--sum-padding 0``, the padded grid otherwise. The gradient array was allocated with the operators, the adjoint field
 reuses the forward field's buffers and the adjoint source overwrites the synthetic traces in
 place; what both peaks share (the traces, the model) cancels, up to the few MiB by which
 plain modelling's own temporaries exceed the gradient's.
@@ -44,7 +44,7 @@ def child(model_path, config, ps, block, mode, sum_padding=True):
     import timeprobe as tp
     from timeprobe.geometry import computational_axis
     from timeprobe.io import peak_memory_mb, reset_peak_memory
-    from timeprobe.probe_buffers import probe_margin
+    from timeprobe.probe_buffers import region_shape
 
     true = tp.Model.from_h5(model_path, key="m")
     m = tp.Model.from_h5(model_path, key="m0")
@@ -71,8 +71,8 @@ def child(model_path, config, ps, block, mode, sum_padding=True):
     out = dict(config=config, baseline_mib=base, peak_mib=peak, working_mib=peak - base, nt=nt,
                N=int(np.prod(m.shape_padded)),
                N_halo=int(np.prod([n + 2 * m.space_order for n in m.shape_padded])),
-               N_region=int(np.prod([n - 2 * probe_margin(m) for n in m.shape_padded])) if not sum_padding
-               else int(np.prod(m.shape_padded)), sum_padding=sum_padding)
+               N_region=int(np.prod(region_shape(m))) if not sum_padding else int(np.prod(m.shape_padded)),
+               sum_padding=sum_padding)
     if config == "probed":
         from timeprobe.probing import ProbingOptions, probes_for_shot, shot_generators
         from timeprobe.geometry import to_computational

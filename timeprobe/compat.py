@@ -12,6 +12,12 @@ public, and live here so that a Devito upgrade breaks one module with a named te
   full-storage wavefield, nt·N floats on top of the next shot's.
 * :func:`wrap_array` makes a Devito function use an existing numpy array as its data
   (public ``DataReference`` allocator) and :func:`is_wrapped` tells whether it does.
+* :func:`fixed_dimension` — a dimension whose loop bounds are compile-time constants
+  (``CustomDimension``, which Devito documents as not meant for user code), and
+  :func:`floor_div` — C integer division in an index (``devito.symbolics.IntDiv``). The probe
+  loops use them: with a constant trip count the compiler keeps a block's probe weights in
+  registers, and an index ``time / (k·B)`` selects a block's weights without the implicit
+  guard ``time % (k·B) == 0`` that indexing by a factor ``ConditionalDimension`` adds.
 
 Supported Devito versions: :data:`SUPPORTED_DEVITO` (``setup.cfg`` pins the same range;
 ``tests/test_compat.py`` checks every internal named here).
@@ -23,7 +29,7 @@ import gc
 import numpy as np
 
 __all__ = ["SUPPORTED_DEVITO", "devito_version", "check_devito_version", "wrap_array", "is_wrapped",
-           "release", "without_gc"]
+           "release", "without_gc", "fixed_dimension", "floor_div"]
 
 #: the Devito releases timeprobe is tested with (lower bound inclusive, upper exclusive)
 SUPPORTED_DEVITO = ("4.8.12", "4.9")
@@ -71,6 +77,22 @@ def wrap_array(array):
 
 def _no_init(data):
     pass
+
+
+def fixed_dimension(name, size):
+    """A dimension iterating ``0 … size − 1`` with the bounds written into the generated code
+    (a ``DefaultDimension`` passes them at run time): the loop has a constant trip count."""
+    from devito import CustomDimension
+    size = int(size)
+    if size < 1:
+        raise ValueError(f"dimension {name!r} needs a positive size, got {size}")
+    return CustomDimension(name=name, symbolic_min=0, symbolic_max=size - 1, symbolic_size=size)
+
+
+def floor_div(a, b):
+    """``a // b`` for non-negative integer expressions, as C integer division in an index."""
+    from devito.symbolics import IntDiv
+    return IntDiv(a, b)
 
 
 def is_wrapped(function):

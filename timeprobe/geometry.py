@@ -326,8 +326,12 @@ def resampling_operator(t_in, t_out):
     return sp.csr_matrix((vals, (rows, cols)), shape=(len(t_out), len(t_in)))
 
 
+_AXES_CACHE = {}
+
+
 def resample(traces, t_in, t_out):
-    """Resample ``traces`` (nt_in, ntraces) from times ``t_in`` to ``t_out`` (ms); see :func:`resampling_operator`.
+    """Resample ``traces`` (nt_in, ntraces) from times ``t_in`` to ``t_out`` (ms); see :func:`resampling_operator`
+    (built once per pair of axes: every probe design of a survey resamples onto the same one).
 
     Computed in float64; returned in float64 for float64 traces, else float32."""
     traces = np.asarray(traces)
@@ -335,7 +339,13 @@ def resample(traces, t_in, t_out):
     x = traces[:, None] if squeeze else traces
     if x.shape[0] != len(t_in):
         raise ValueError(f"traces have {x.shape[0]} samples, the input time axis {len(t_in)}")
-    y = (resampling_operator(t_in, t_out) @ x.astype(np.float64)).astype(working_dtype(traces))
+    key = (np.asarray(t_in, dtype=np.float64).tobytes(), np.asarray(t_out, dtype=np.float64).tobytes())
+    R = _AXES_CACHE.get(key)
+    if R is None:
+        if len(_AXES_CACHE) > 16:
+            _AXES_CACHE.clear()
+        R = _AXES_CACHE[key] = resampling_operator(t_in, t_out)
+    y = (R @ x.astype(np.float64)).astype(working_dtype(traces))
     return y[:, 0] if squeeze else y
 
 

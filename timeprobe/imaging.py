@@ -251,7 +251,7 @@ def rtm(model, q, d, ps=None, ic="isic", illumination=True, mode="QR", seed=None
             else:
                 img += probed_image(model, np.asarray(ubar_f.data), np.asarray(vbar_f.data), ic,
                                     shifts=tuple(shifts) if shifts is not None else (0,),
-                                    region=region_slices(model, probing)) / dt
+                                    region=region_slices(model, probing.layers)) / dt
             release(ubar_f, vbar_f)
         if illumination:
             illum += lam

@@ -33,8 +33,9 @@ from devito import TimeFunction
 from .compat import release
 from .geometry import (Data, Geometry, computational_axis, from_computational, from_computational_adjoint,
                        grid_coordinates, to_computational, to_computational_adjoint)
-from .operators import adjoint_operator, flush_adjoint_operator, flush_operator, forward_operator
-from .probe_buffers import buffer_view, new_buffer, probe_layout, region_slices, swap_probe_axis
+from .operators import adjoint_operator, forward_operator
+from .probe_buffers import (FLUSH_TIME, buffer_view, new_buffer, probe_layout, region_slices, ring_slots,
+                            swap_probe_axis)
 from .workspace import use_model
 
 __all__ = ["forward", "adjoint", "born", "born_adjoint", "run_forward", "run_adjoint", "run_born",
@@ -113,8 +114,11 @@ def run_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, save=False, pr
             if probing.method == "eq":
                 kwargs["Qt"] = new_buffer(ws, "Qt", layout, probing.time_weights(nt, scale))
             else:
-                kwargs["Qblk"] = new_buffer(ws, "Qblk", layout, probing.blocked_weights(nt, scale, adjoint=False))
-                kwargs["ring"] = ring = new_buffer(ws, "ring", layout)
+                kwargs["Qblk"] = new_buffer(ws, "Qblk", layout, probing.blocked_weights(nt, scale))
+                if ring_slots(layout.block):
+                    kwargs["ring"] = ring = new_buffer(ws, "ring", layout)
+                # the last snapshot ends its block, finished or not (operators.probe_equations)
+                kwargs[FLUSH_TIME] = probing.subsample * (probing.nsub - 1)
         if dm is not None:
             ws.field("du").data[:] = 0
             # edge padding, as m itself (Model.m_padded): J is then the derivative of
@@ -123,10 +127,6 @@ def run_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, save=False, pr
         if illumination:
             ws.function("illum").data[:] = 0
         op.apply(**kwargs)
-        if ring is not None:
-            # the last, unfinished block is still in the ring buffer: flush it
-            Wt = new_buffer(ws, "Wtail", layout, probing.tail_weights(nt, scale))
-            flush_operator(ws, layout).apply(ubar=extra, ring=ring, Wtail=Wt)
         release(rec, src, ring)
         if illumination:
             return traces[:nt], extra, np.array(ws.function("illum").data)
@@ -184,9 +184,13 @@ def run_adjoint(model, rec_coords, residual_c, dt, nt, src_coords=None, usave=No
             if probing.method == "eq":
                 kwargs["Qt"] = new_buffer(ws, "Qt", layout, probing.time_weights(nt, 1.0))
             else:
-                W = probing.blocked_weights(nt, 1.0, adjoint=True)
+                W = probing.blocked_weights(nt, 1.0)
+                W[0, 0] = 0.0  # time 0 lies outside the loop (n ≥ 1): v̈[0] is not part of the sum
                 kwargs["Qblk"] = new_buffer(ws, "Qblk", layout, W)
-                kwargs["ring"] = new_buffer(ws, "ring", layout)
+                if ring_slots(layout.block, adjoint=True, direct=direct):
+                    kwargs["ring_adj"] = new_buffer(ws, "ring_adj", layout)
+                # block 0 ends at the loop's first step (its slot 0, time 0, is never reached)
+                kwargs[FLUSH_TIME] = kwargs["time_m"]
             if direct:
                 # the gradient on the probe region only (probe_buffers.region_margin)
                 kwargs["grad_r"] = new_buffer(ws, "grad_r", layout)
@@ -204,24 +208,17 @@ def run_adjoint(model, rec_coords, residual_c, dt, nt, src_coords=None, usave=No
         else:
             op = adjoint_operator(ws, src_interp=srca is not None)
         op.apply(**kwargs)
-        if layout is not None and probing.method == "blocked":
-            # block 0 is still in the ring buffer (slot 0 = time 0 lies outside the loop: weight 0)
-            Wt = W[0].copy()
-            Wt[0] = 0.0
-            fl = dict(ring=kwargs["ring"], Wtail=new_buffer(ws, "Wtail", layout, Wt))
-            fl.update(ubar_t=kwargs["ubar_t"], grad_r=kwargs["grad_r"]) if direct else fl.update(vbar=vbar)
-            flush_adjoint_operator(ws, layout).apply(**fl)
-            if direct:
-                release(kwargs["ubar_t"])
-                if restore_ubar:  # the caller's ū, as it was (else its bytes stay transposed)
-                    swap_probe_axis(ubar_data, to_inner=False)
+        if "ubar_t" in kwargs:
+            release(kwargs["ubar_t"])
+            if restore_ubar:  # the caller's ū, as it was (else its bytes stay transposed)
+                swap_probe_axis(ubar_data, to_inner=False)
         if "grad_r" in kwargs:
             grad = np.zeros(ws.shape, dtype=ws.dtype)
-            grad[region_slices(model, probing)] = kwargs["grad_r"].data
+            grad[region_slices(model, probing.layers)] = kwargs["grad_r"].data
         elif grad is not None:
             grad = np.array(grad.data)
         out = (None if srca is None else np.array(srca.data[:nt]), grad, vbar)
-        release(rec, srca, kwargs.get("ring"), kwargs.get("grad_r"))
+        release(rec, srca, kwargs.get("ring_adj"), kwargs.get("grad_r"))
         return out
 
 
