@@ -20,6 +20,14 @@ are built in :mod:`timeprobe.operators`, the probe vectors designed in :mod:`tim
   (``(x, y, p)``, the block weights stay in registers, ū streams once); the adjoint's direct
   update ``g −= Σ_p ū_p·Σ_b W[b, p]·ring_b`` runs on ū transposed in place to ``(x, p, y)``
   (:func:`swap_probe_axis`), where every probe is one unit-stride sweep.
+* **Domain decomposition** (Devito MPI, several ranks, :func:`timeprobe.mpi.is_distributed`):
+  Devito splits only functions defined on the grid's own dimensions, so there the probe
+  region is the whole padded grid on the grid's dimensions (:class:`GridRegion`, margin 0)
+  and every spatial probe field is a grid ``Function`` carrying its extra ``p``/``b``
+  dimension in the same position as serially: each rank holds its own part of ū, v̄, the
+  ring buffer and the probed gradient (about 1/ranks of each), and the operators are built
+  by the same equation builders. Images then cover the layers too and are cut to the physical
+  domain as usual (same values there: the probe fields are pointwise).
 * **Buffers** are numpy arrays wrapped by Devito functions without a copy
   (:func:`new_buffer`): ``np.zeros`` maps zero pages, where Devito's own allocation would
   zero-fill through its ``Data`` indexing machinery (tens of ms per gradient).
@@ -32,9 +40,10 @@ import numpy as np
 from devito import ConditionalDimension, DefaultDimension, Function
 
 from .compat import wrap_array
+from .mpi import is_distributed
 
 __all__ = ["ProbeLayout", "probe_layout", "probe_margin", "region_margin", "region_slices", "ProbeRegion", "probe_region",
-           "probe_dims", "block_dim", "inner_probe_axis", "swap_probe_axis", "placeholder",
+           "GridRegion", "probe_dims", "block_dim", "inner_probe_axis", "swap_probe_axis", "placeholder",
            "new_buffer", "buffer_view", "TIME_INDEXED"]
 
 #: probe arrays indexed by time (their first axis has the run's length, not the placeholder's)
@@ -66,8 +75,9 @@ def probe_margin(model):
 
 def region_margin(model, probing):
     """The probe region's margin for ``probing``: 0 (the whole padded grid) when its fields
-    cover the absorbing layers (``probing.layers``), else :func:`probe_margin`."""
-    return 0 if probing.layers else probe_margin(model)
+    cover the absorbing layers (``probing.layers``) or the grid is split over MPI ranks
+    (:class:`GridRegion`), else :func:`probe_margin`."""
+    return 0 if probing.layers or is_distributed() else probe_margin(model)
 
 
 def region_slices(model, probing):
@@ -97,8 +107,30 @@ class ProbeRegion:
         return expr.evaluate.subs(self.to_grid)
 
 
+class GridRegion:
+    """The probe region of a grid split over MPI ranks: the whole padded grid, on the grid's own
+    dimensions (Devito decomposes only those), so probe fields are split like the wavefields."""
+
+    t = 0
+
+    def __init__(self, ws):
+        self.shape = ws.shape
+        self.dimensions = tuple(ws.space_dims)
+        self.to_grid = {}
+
+    def at(self, expr):
+        """``expr`` evaluated at the grid's points (the region is the grid)."""
+        return expr.evaluate
+
+
 def probe_region(ws, t):
-    """The probe region of thickness ``t``, one object per workspace (dimension identity)."""
+    """The probe region of thickness ``t``, one object per workspace (dimension identity); a
+    :class:`GridRegion` when the workspace's grid is split over MPI ranks (``t`` must be 0)."""
+    if is_distributed(ws.grid):
+        if t != 0:
+            raise ValueError(f"a grid split over MPI ranks keeps probe fields on the whole padded grid "
+                             f"(margin 0), got margin {t}")
+        return ws.cached(("region", "grid"), lambda: GridRegion(ws))
     return ws.cached(("region", t), lambda: ProbeRegion(ws, t))
 
 
@@ -158,13 +190,22 @@ def placeholder(ws, name, layout):
         p, b = probe_dims(ws, layout.r, layout.block)
         sizes = {**dict(zip(region.dimensions, region.shape)), p: layout.r, b: layout.block}
         shape = tuple(sizes.get(d, 1) for d in dims)  # 1: the time-indexed axis of Qt/Qblk
-        return Function(name=name, dimensions=dims, shape=shape, space_order=0, dtype=ws.dtype)
+        return Function(name=name, dimensions=dims, shape=shape, space_order=0, dtype=ws.dtype,
+                        **_grid_kwargs(ws, dims))
     return ws.cached(("probe", name, tuple(id(d) for d in dims)), make)
+
+
+def _grid_kwargs(ws, dims):
+    # split over the MPI ranks with the grid: spatial probe fields of a distributed grid
+    if is_distributed(ws.grid) and any(d in dims for d in ws.space_dims):
+        return {"grid": ws.grid}
+    return {}
 
 
 def new_buffer(ws, name, layout, arr=None):
     """A fresh Function like the placeholder ``name`` holding a copy of ``arr`` (the
-    time-indexed weights) or zeros of the placeholder's shape."""
+    time-indexed weights) or zeros of the placeholder's shape (this rank's part of it when
+    the grid is split over MPI ranks)."""
     if arr is None:
         buffer = np.zeros(placeholder(ws, name, layout).shape, dtype=ws.dtype)
     else:
@@ -180,5 +221,8 @@ def buffer_view(ws, name, layout, buffer):
     view = buffer.reshape(shape)
     if not np.shares_memory(view, buffer):
         raise RuntimeError("probe buffer could not be viewed without a copy")
+    grid = _grid_kwargs(ws, ph.dimensions)
+    if grid:  # distributed: the global shape; buffer is this rank's part (ph.shape is local)
+        shape = ph.shape_global
     return Function(name=name, dimensions=ph.dimensions, shape=shape, space_order=0,
-                    dtype=ws.dtype, **wrap_array(view))
+                    dtype=ws.dtype, **grid, **wrap_array(view))

@@ -24,6 +24,10 @@ Probing (:class:`timeprobe.probing.Probing`): the forward pass accumulates
 ``v̄_p = Σ_s Q[s, p] · v̈[k s]`` or directly ``g −= Σ_s v̈[k s] · Σ_p Q[s, p] ū_p``
 (``k`` the time-subsampling factor). With ``k = 1`` and ``QQᵀ = I`` this equals the
 full-storage ``−dt Σ_n u[n]·v̈[n]`` up to float32 round-off.
+
+MPI (``DEVITO_MPI=1 mpirun -n R``): the runners work on the grid split over the ranks (the
+saved wavefield, ū and v̄ stay split) and return global traces and gradients on every rank
+(:mod:`timeprobe.mpi`).
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ from devito import TimeFunction
 from .compat import release
 from .geometry import (Data, Geometry, computational_axis, from_computational, from_computational_adjoint,
                        grid_coordinates, to_computational, to_computational_adjoint)
+from .mpi import global_array, is_distributed
 from .operators import adjoint_operator, flush_adjoint_operator, flush_operator, forward_operator
 from .probe_buffers import buffer_view, new_buffer, probe_layout, region_slices, swap_probe_axis
 from .workspace import use_model
@@ -127,9 +132,11 @@ def run_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, save=False, pr
             # the last, unfinished block is still in the ring buffer: flush it
             Wt = new_buffer(ws, "Wtail", layout, probing.tail_weights(nt, scale))
             flush_operator(ws, layout).apply(ubar=extra, ring=ring, Wtail=Wt)
+        if is_distributed(ws.grid):  # each rank sampled its share of the receivers
+            traces[:] = global_array(rec)
         release(rec, src, ring)
         if illumination:
-            return traces[:nt], extra, np.array(ws.function("illum").data)
+            return traces[:nt], extra, np.array(global_array(ws.function("illum")))
         return traces[:nt], extra
 
 
@@ -217,10 +224,10 @@ def run_adjoint(model, rec_coords, residual_c, dt, nt, src_coords=None, usave=No
                     swap_probe_axis(ubar_data, to_inner=False)
         if "grad_r" in kwargs:
             grad = np.zeros(ws.shape, dtype=ws.dtype)
-            grad[region_slices(model, probing)] = kwargs["grad_r"].data
+            grad[region_slices(model, probing)] = global_array(kwargs["grad_r"])
         elif grad is not None:
-            grad = np.array(grad.data)
-        out = (None if srca is None else np.array(srca.data[:nt]), grad, vbar)
+            grad = np.array(global_array(grad))
+        out = (None if srca is None else np.array(global_array(srca)[:nt]), grad, vbar)
         release(rec, srca, kwargs.get("ring"), kwargs.get("grad_r"))
         return out
 
