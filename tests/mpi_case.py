@@ -26,8 +26,8 @@ from timeprobe.propagators import run_forward
 from conftest import acquisition, layered_model
 
 PS = 8
-#: results compared between ranks only (random with seed=None: no serial counterpart)
-RANKS_ONLY = ("g_seed_none",)
+#: results compared between ranks only (seed=None: fresh entropy, no serial counterpart)
+RANKS_ONLY = ("rng_seed_none", "probes_seed_none", "refused")
 
 
 def _float64(model):
@@ -50,11 +50,12 @@ def compute(d, part="core"):
     """Results in the initial model for observed data ``d`` (:class:`timeprobe.Data`).
 
     "core": forward traces, Born traces, exact and probed FWI gradients, a probed ISIC RTM image
-    and its illumination, one shot's probes; and ū of one probed forward run (the Devito
-    Function: this rank's part under MPI), returned second.
+    and its illumination, one shot's probes, a draw and Gaussian probes with ``seed=None``
+    (:data:`RANKS_ONLY`); and ū of one probed forward run (the Devito Function: this rank's part
+    under MPI), returned second.
     "extended": exact ISIC and probed "as"/"kspace" RTM, offset gathers, adjoint modelling, the
     probed adjoint Born, the subsampling and checkpointing strategies, the "eq" method,
-    ``sum_padding=False`` and a probed gradient with ``seed=None``. Returns (results, None).
+    and ``sum_padding=False``. Returns (results, None).
     """
     model, model0, q, rec = problem()
     out = {}
@@ -69,8 +70,20 @@ def compute(d, part="core"):
         probing = probes_for_shot(ProbingOptions(ps=PS), wc, dt, nt, d[0], shot_generators(5, 1)[0],
                                   dtype=model0.dtype)
         out["probes"] = probing.Q
+        # seed=None: every rank must draw from the same (rank 0's) entropy, and use the same probes
+        out["rng_seed_none"] = shot_generators(None, 2)[1].standard_normal(4)
+        out["probes_seed_none"] = probes_for_shot(ProbingOptions(ps=PS, mode="gaussian"), wc, dt, nt, d[0],
+                                                  shot_generators(None, 1)[0], dtype=model0.dtype).Q
         _, ubar = run_forward(model0, q.geometry.coordinates[0], wc, rec.coordinates[0], dt, nt,
                               probing=probing)
+        if mpi.is_distributed():  # a rank holding other observed data is refused, on every rank
+            d_rank = tp.Data(d.geometry, [d.arrays[0] * (1.0 + 1e-3 * mpi.rank())], dtype=d.dtype)
+            try:
+                tp.fwi_objective(model0, q, d_rank)
+            except ValueError as e:
+                out["refused"] = "differs between MPI ranks" in str(e)
+            else:
+                out["refused"] = False
         return out, ubar
     if part != "extended":
         raise ValueError(f"unknown part {part!r}")
@@ -85,7 +98,6 @@ def compute(d, part="core"):
     out["f_eq"], out["g_eq"] = tp.fwi_objective(model0, q, d, ps=PS, seed=3, method="eq")
     out["f_layers_out"], out["g_layers_out"] = tp.fwi_objective(model0, q, d, ps=PS, seed=6,
                                                                 sum_padding=False)
-    out["g_seed_none"] = tp.fwi_objective(model0, q, d, ps=PS, seed=None)[1]
     return out, None
 
 
