@@ -64,7 +64,11 @@ def observed():
 
 def _compare(serial, parallel, skip=()):
     assert int(parallel["ranks"]) == 2 and bool(parallel["distributed"]), "the worker did not run on 2 ranks"
-    errors = {k: _rel(parallel[k], v) for k, v in serial.items() if k not in skip}
+    compared = {k: v for k, v in serial.items() if k not in skip}
+    empty = [k for k, v in compared.items() if not np.any(np.asarray(v) != 0)]
+    assert not empty, f"serial results all zero (nothing compared): {empty}"
+    errors = {k: _rel(parallel[k], v) for k, v in compared.items()}
+    print("2 ranks vs serial, relative differences:", {k: f"{e:.1e}" for k, e in errors.items()})
     bad = {k: e for k, e in errors.items() if not e <= TOL}
     assert not bad, f"2-rank results differ from the serial ones (relative, tolerance {TOL}): {bad}"
     return errors
