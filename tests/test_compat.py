@@ -125,3 +125,26 @@ def test_fixed_dimension_and_floor_div_in_generated_code():
     np.testing.assert_allclose(acc.data, expect, rtol=1e-6)
     with pytest.raises(ValueError, match="positive size"):
         compat.fixed_dimension("q", 0)
+def test_argument_halo_exchange_can_be_skipped():
+    """Devito collects operator arguments through ``_data_allocated``, which calls the function's
+    ``_halo_exchange`` (a Python-side exchange under MPI); skip_argument_halo_exchange replaces it
+    on one function, and only that one."""
+    import inspect
+
+    from devito import Function, TimeFunction
+    from devito.types.dense import DiscreteFunction
+    source = inspect.getsource(DiscreteFunction._data_allocated.fget)
+    assert "self._halo_exchange()" in source, "Devito no longer exchanges halos in _data_allocated"
+    model = layered_model(shape=(21, 11), nbl=0, space_order=2)
+    ws = workspace(model)
+    u = TimeFunction(name="usave", grid=ws.grid, time_order=2, space_order=2, save=3)
+    other = Function(name="f", grid=ws.grid, space_order=2)
+    u.data  # allocated (its zero-initialisation exchanges halos too)
+    calls = []
+    u._halo_exchange = lambda: calls.append(1)  # the hook Devito calls, observed
+    u._data_buffer()
+    assert calls == [1]
+    assert compat.skip_argument_halo_exchange(u) is u
+    u._data_buffer()
+    assert calls == [1]  # not called any more
+    assert other._halo_exchange.__self__ is other  # other functions keep Devito's method

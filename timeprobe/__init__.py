@@ -27,6 +27,10 @@ import os as _os
 _os.environ.setdefault("DEVITO_LANGUAGE", "openmp")
 _os.environ.setdefault("DEVITO_LOGGING", "WARNING")
 
+from .mpi import default_threads as _default_threads  # noqa: E402
+
+_default_threads()  # under DEVITO_MPI: the cores shared out between the ranks of one machine
+
 from .geometry import Data, Geometry, resample, ricker, time_axis  # noqa: E402
 from .model import Model, smooth_model  # noqa: E402
 
@@ -48,7 +52,7 @@ _LAZY = {
 }
 _SUBMODULES = ("xconv", "propagators", "objectives", "imaging", "strategies", "probing", "io", "optimize",
                "parallel", "operators", "workspace", "compat", "probe_buffers", "testing", "utils", "inversion",
-               "cli", "preprocessing", "wavelet", "acquisition", "plotting", "linops")
+               "cli", "preprocessing", "wavelet", "acquisition", "plotting", "linops", "mpi")
 
 __all__ = ["Model", "Geometry", "Data", "ricker", "resample", "time_axis", "smooth_model"] + list(_LAZY)
 

@@ -39,6 +39,7 @@ import numpy as np
 
 from .compat import release
 from .geometry import Data, computational_axis, from_computational_adjoint, to_computational
+from .mpi import global_array, is_distributed
 from .objectives import jacobian_adjoint
 from .operators import derivatives_operator
 from .probe_buffers import region_slices
@@ -127,7 +128,37 @@ def _derivatives(model, a):
         op, f, outs = derivatives_operator(ws)
         f.data[:] = a
         op.apply()
-        return np.array(outs[0].data), [np.array(o.data) for o in outs[1:]]
+        return np.array(global_array(outs[0])), [np.array(global_array(o)) for o in outs[1:]]
+
+
+def _probed_image_distributed(model, ubar, vbar, ic):
+    """:func:`probed_image` (no shifts) on a grid split over MPI ranks: each rank images its own
+    part of the probe Functions ``ubar``/``vbar`` (the derivatives exchange halos), and only the
+    image is gathered — ū and v̄ are never assembled. Returns the padded-grid image (global, on
+    every rank), float64, not divided by dt."""
+    with use_model(model) as ws:
+        op, f, outs = derivatives_operator(ws)
+        u_loc, v_loc = ubar.data.view(np.ndarray), vbar.data.view(np.ndarray)  # this rank's part
+        image = ws.function("image", dtype=np.float64)
+        image.data[:] = 0
+        local = image.data.view(np.ndarray)
+
+        def derivatives(a):
+            f.data.view(np.ndarray)[:] = a
+            op.apply()
+            return [np.array(o.data.view(np.ndarray)) for o in outs]
+
+        for p in range(u_loc.shape[-1]):
+            u_p, v_p = u_loc[..., p], v_loc[..., p]
+            if ic == "isic":
+                lap_v, *dv = derivatives(v_p)
+                _, *du = derivatives(u_p)
+                pairs = [(u_p, lap_v)] + list(zip(du, dv))
+            else:
+                pairs = [(u_p, v_p)]
+            for a, b in pairs:
+                local -= a.astype(np.float64) * b
+        return np.array(global_array(image))
 
 
 def probed_image(model, ubar, vbar, ic, shifts=(0,), region=None):
@@ -248,8 +279,10 @@ def rtm(model, q, d, ps=None, ic="isic", illumination=True, mode="QR", seed=None
                                           ubar=ubar_f, ic=adj_ic, restore_ubar=False)
             if grad is not None:  # "as" accumulated directly in the adjoint run
                 img[0] += grad / dt
-            else:
-                img += probed_image(model, np.asarray(ubar_f.data), np.asarray(vbar_f.data), ic,
+            elif is_distributed() and shifts is None:  # the image per rank, ū and v̄ stay split
+                img[0] += _probed_image_distributed(model, ubar_f, vbar_f, ic) / dt
+            else:  # under MPI the offset gathers assemble ū and v̄ on every rank
+                img += probed_image(model, global_array(ubar_f), global_array(vbar_f), ic,
                                     shifts=tuple(shifts) if shifts is not None else (0,),
                                     region=region_slices(model, probing.layers)) / dt
             release(ubar_f, vbar_f)

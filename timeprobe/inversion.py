@@ -58,6 +58,7 @@ import numpy as np
 from .geometry import Data
 from .io import peak_memory_mb, read_snapshot, write_snapshot
 from .model import Model
+from .mpi import is_distributed
 from .objectives import fwi_objective
 from .optimize import (ModelMask, OptimizerState, ScaledObjective, ShotBatches, detect_water_rows, lbfgs, spg)
 from .preprocessing import bandpass, delay
@@ -374,6 +375,10 @@ def fwi(model0, q, d, *, bands=None, iterations=10, batch=None, ps=None, mode="Q
     m_current = model0.m.copy()
     resumed_from = 0
     band_start = model0.m.copy()
+    if out is not None and is_distributed():
+        raise ValueError("fwi(out=...) writes its run folder from one process and is not MPI-aware: under "
+                         "Devito MPI run it with out=None (every rank gets the same result) and write the "
+                         "result from timeprobe.mpi.is_root()")
     if out is not None:
         out, busy = _prepare_out(out, resume)
         if busy:

@@ -29,6 +29,14 @@ are built in :mod:`timeprobe.operators`, the probe vectors designed in :mod:`tim
   (:func:`swap_probe_axis`), where every probe is one unit-stride sweep.
 * **Loop bounds**: the probe and slot axes are fixed dimensions (constant trip counts in the
   generated code, :func:`timeprobe.compat.fixed_dimension`).
+* **Domain decomposition** (Devito MPI, several ranks, :func:`timeprobe.mpi.is_distributed`):
+  Devito splits only functions defined on the grid's own dimensions, so there the probe
+  region is the whole padded grid on the grid's dimensions (:class:`GridRegion`, margin 0)
+  and every spatial probe field is a grid ``Function`` carrying its extra ``p``/``b``
+  dimension in the same position as serially: each rank holds its own part of ū, v̄, the
+  ring buffer and the probed gradient (about 1/ranks of each), and the operators are built
+  by the same equation builders. Images then cover the layers too and are cut to the physical
+  domain as usual (same values there: the probe fields are pointwise).
 * **Buffers** are numpy arrays wrapped by Devito functions without a copy
   (:func:`new_buffer`): ``np.zeros`` maps zero pages, where Devito's own allocation would
   zero-fill through its ``Data`` indexing machinery (tens of ms per gradient). They start on a
@@ -42,9 +50,10 @@ import numpy as np
 from devito import Constant, DefaultDimension, Function
 
 from .compat import fixed_dimension, wrap_array
+from .mpi import is_distributed
 
 __all__ = ["ProbeLayout", "probe_layout", "probe_margin", "region_margin", "region_bounds", "region_slices",
-           "region_shape", "PROBE_ALIGN", "ProbeRegion", "probe_region",
+           "region_shape", "PROBE_ALIGN", "ProbeRegion", "GridRegion", "probe_region",
            "probe_dims", "inner_probe_axis", "swap_probe_axis", "placeholder", "flush_time",
            "buffered_slots", "read_slot", "ring_slots", "new_buffer", "buffer_view", "aligned_zeros",
            "TIME_INDEXED", "FLUSH_TIME", "BUFFER_ALIGN"]
@@ -88,8 +97,9 @@ def probe_margin(model):
 def region_margin(model, layers=False):
     """The probe region's margin: 0 (the whole padded grid) when the probe fields cover the
     absorbing layers (``layers``: :attr:`timeprobe.probing.Probing.layers`, the default of
-    gradients), else :func:`probe_margin` (images, ``sum_padding=False`` gradients)."""
-    return 0 if layers else probe_margin(model)
+    gradients) or the grid is split over MPI ranks (:class:`GridRegion`), else
+    :func:`probe_margin` (images, ``sum_padding=False`` gradients)."""
+    return 0 if layers or is_distributed() else probe_margin(model)
 
 
 def region_bounds(shape_padded, t):
@@ -135,8 +145,30 @@ class ProbeRegion:
         return expr.evaluate.subs(self.to_grid)
 
 
+class GridRegion:
+    """The probe region of a grid split over MPI ranks: the whole padded grid, on the grid's own
+    dimensions (Devito decomposes only those), so probe fields are split like the wavefields."""
+
+    t = 0
+
+    def __init__(self, ws):
+        self.shape = ws.shape
+        self.dimensions = tuple(ws.space_dims)
+        self.to_grid = {}
+
+    def at(self, expr):
+        """``expr`` evaluated at the grid's points (the region is the grid)."""
+        return expr.evaluate
+
+
 def probe_region(ws, t):
-    """The probe region of thickness ``t``, one object per workspace (dimension identity)."""
+    """The probe region of thickness ``t``, one object per workspace (dimension identity); a
+    :class:`GridRegion` when the workspace's grid is split over MPI ranks (``t`` must be 0)."""
+    if is_distributed(ws.grid):
+        if t != 0:
+            raise ValueError(f"a grid split over MPI ranks keeps probe fields on the whole padded grid "
+                             f"(margin 0), got margin {t}")
+        return ws.cached(("region", "grid"), lambda: GridRegion(ws))
     return ws.cached(("region", t), lambda: ProbeRegion(ws, t))
 
 
@@ -234,8 +266,16 @@ def placeholder(ws, name, layout):
         if name in ("ring", "ring_adj"):
             sizes[dims[-2]] = _ring_size(layout, name)
         shape = tuple(sizes.get(d, 1) for d in dims)  # 1: the time-indexed axis of Qt/Qblk
-        return Function(name=name, dimensions=dims, shape=shape, space_order=0, dtype=ws.dtype)
+        return Function(name=name, dimensions=dims, shape=shape, space_order=0, dtype=ws.dtype,
+                        **_grid_kwargs(ws, dims))
     return ws.cached(("probe", name, tuple(id(d) for d in dims)), make)
+
+
+def _grid_kwargs(ws, dims):
+    # split over the MPI ranks with the grid: spatial probe fields of a distributed grid
+    if is_distributed(ws.grid) and any(d in dims for d in ws.space_dims):
+        return {"grid": ws.grid}
+    return {}
 
 
 #: byte alignment of the probe buffers: one cache line, the width of an AVX-512 vector
@@ -258,7 +298,8 @@ def aligned_zeros(shape, dtype, align=BUFFER_ALIGN):
 
 def new_buffer(ws, name, layout, arr=None):
     """A fresh Function like the placeholder ``name`` holding a copy of ``arr`` (the
-    time-indexed weights) or zeros of the placeholder's shape, :data:`BUFFER_ALIGN`-aligned."""
+    time-indexed weights) or zeros of the placeholder's shape (this rank's part of it when the grid
+    is split over MPI ranks), :data:`BUFFER_ALIGN`-aligned."""
     if arr is None:
         buffer = aligned_zeros(placeholder(ws, name, layout).shape, ws.dtype)
     else:
@@ -276,5 +317,8 @@ def buffer_view(ws, name, layout, buffer):
     view = buffer.reshape(shape)
     if not np.shares_memory(view, buffer):
         raise RuntimeError("probe buffer could not be viewed without a copy")
+    grid = _grid_kwargs(ws, ph.dimensions)
+    if grid:  # distributed: the global shape; buffer is this rank's part (ph.shape is local)
+        shape = ph.shape_global
     return Function(name=name, dimensions=ph.dimensions, shape=shape, space_order=0,
-                    dtype=ws.dtype, **wrap_array(view))
+                    dtype=ws.dtype, **grid, **wrap_array(view))

@@ -74,6 +74,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .mpi import broadcast, shared_entropy
 from .utils import as_generator
 
 __all__ = ["PROBE_MODES", "PROBE_METHODS", "DEFAULT_BLOCK", "design_probes", "direct_arrival_shift",
@@ -802,12 +803,14 @@ def probes_for_shot(opts, wavelet_c, dt, nt, probe_data=None, seed=None, dtype=n
         kwargs.setdefault("dt", k * dt)
         kwargs.setdefault("band", (0.0, max_frequency(wavelet_c, dt, rel=1e-2)))
     Q = design_probes(opts.mode, nsub, r, seed=seed, dtype=np.float64, **kwargs)
+    Q = broadcast(Q)  # under MPI: rank 0's probes on every rank, whatever the ranks' round-off
     return Probing(Q, subsample=k, method=opts.method, block=opts.block or DEFAULT_BLOCK, dtype=dtype,
                    layers=opts.sum_padding)
 
 
 def shot_generators(seed, nshots):
     """One independent Generator per shot, reproducible from ``seed`` (int, SeedSequence or
-    None) whatever the order or place the shots run in."""
-    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    None) whatever the order or place the shots run in. Under MPI, ``None`` draws rank 0's
+    entropy on every rank (:func:`timeprobe.mpi.shared_entropy`)."""
+    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(shared_entropy(seed))
     return [np.random.default_rng(s) for s in ss.spawn(nshots)]

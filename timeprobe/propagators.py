@@ -24,15 +24,20 @@ Probing (:class:`timeprobe.probing.Probing`): the forward pass accumulates
 ``v̄_p = Σ_s Q[s, p] · v̈[k s]`` or directly ``g −= Σ_s v̈[k s] · Σ_p Q[s, p] ū_p``
 (``k`` the time-subsampling factor). With ``k = 1`` and ``QQᵀ = I`` this equals the
 full-storage ``−dt Σ_n u[n]·v̈[n]`` up to float32 round-off.
+
+MPI (``DEVITO_MPI=1 mpirun -n R``): the runners work on the grid split over the ranks (the
+saved wavefield, ū and v̄ stay split) and return global traces and gradients on every rank
+(:mod:`timeprobe.mpi`).
 """
 from __future__ import annotations
 
 import numpy as np
 from devito import TimeFunction
 
-from .compat import release
+from .compat import release, skip_argument_halo_exchange
 from .geometry import (Data, Geometry, computational_axis, from_computational, from_computational_adjoint,
                        grid_coordinates, to_computational, to_computational_adjoint)
+from .mpi import global_array, is_distributed
 from .operators import adjoint_operator, forward_operator
 from .probe_buffers import (FLUSH_TIME, buffer_view, new_buffer, probe_layout, region_slices, ring_slots,
                             swap_probe_axis)
@@ -105,6 +110,8 @@ def run_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, save=False, pr
             op = forward_operator(ws, save=nt + 1, born=dm is not None, illum=illumination)
             extra = kwargs["usave"] = TimeFunction(name="usave", grid=ws.grid, time_order=2,
                                                    space_order=model.space_order, save=nt + 1)
+            if is_distributed(ws.grid):  # the operators exchange its halos per time step themselves
+                skip_argument_halo_exchange(extra)
         else:
             ws.field("u").data[:] = 0
             op = forward_operator(ws, probing=layout, born=dm is not None, illum=illumination)
@@ -127,9 +134,11 @@ def run_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, save=False, pr
         if illumination:
             ws.function("illum").data[:] = 0
         op.apply(**kwargs)
+        if is_distributed(ws.grid):  # each rank sampled its share of the receivers
+            traces[:] = global_array(rec)
         release(rec, src, ring)
         if illumination:
-            return traces[:nt], extra, np.array(ws.function("illum").data)
+            return traces[:nt], extra, np.array(global_array(ws.function("illum")))
         return traces[:nt], extra
 
 
@@ -214,10 +223,10 @@ def run_adjoint(model, rec_coords, residual_c, dt, nt, src_coords=None, usave=No
                 swap_probe_axis(ubar_data, to_inner=False)
         if "grad_r" in kwargs:
             grad = np.zeros(ws.shape, dtype=ws.dtype)
-            grad[region_slices(model, probing.layers)] = kwargs["grad_r"].data
+            grad[region_slices(model, probing.layers)] = global_array(kwargs["grad_r"])
         elif grad is not None:
-            grad = np.array(grad.data)
-        out = (None if srca is None else np.array(srca.data[:nt]), grad, vbar)
+            grad = np.array(global_array(grad))
+        out = (None if srca is None else np.array(global_array(srca)[:nt]), grad, vbar)
         release(rec, srca, kwargs.get("ring_adj"), kwargs.get("grad_r"))
         return out
 

@@ -39,6 +39,7 @@ from devito import TimeFunction
 from .compat import release
 from .geometry import (computational_axis, from_computational, from_computational_adjoint, grid_coordinates,
                        to_computational)
+from .mpi import global_array
 from .objectives import fwi_objective, to_physical
 from .operators import adjoint_operator, forward_operator, snapshot_field
 from .propagators import check_inputs
@@ -70,7 +71,7 @@ def _shot_subsample(model, src_coords, wc, rec_coords, res_fn, dt, nt, k):
         rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), nt=npad)
         ws.field("u").data[:] = 0
         fop.apply(src=src, rec=rec, usub=usub, dt=dt, time_m=1, time_M=nt - 1)
-        f, adj = res_fn(np.array(rec.data[:nt]))
+        f, adj = res_fn(np.array(global_array(rec)[:nt]))
         aop = adjoint_operator(ws, gradient=("snapshots", k, nsnap))
         reca = ws.new_sparse("rec", grid_coordinates(model, rec_coords), adj, nt=npad)
         ws.field("u").data[:] = 0
@@ -78,7 +79,7 @@ def _shot_subsample(model, src_coords, wc, rec_coords, res_fn, dt, nt, k):
         grad.data[:] = 0
         aop.apply(rec=reca, usub=usub, grad=grad, dt=dt, time_m=1, time_M=nt - 1)
         release(usub, src, rec, reca)
-        return f, np.array(grad.data)
+        return f, np.array(global_array(grad))
 
 
 def _shot_checkpoint(model, src_coords, wc, rec_coords, res_fn, dt, nt, n_checkpoints):
@@ -94,7 +95,7 @@ def _shot_checkpoint(model, src_coords, wc, rec_coords, res_fn, dt, nt, n_checkp
         rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), nt=nt + 1)
         u.data[:] = 0
         fop.apply(src=src, rec=rec, dt=dt, time_m=1, time_M=nt - 1)
-        f, adj = res_fn(np.array(rec.data[:nt]))
+        f, adj = res_fn(np.array(global_array(rec)[:nt]))
         reca = ws.new_sparse("rec", grid_coordinates(model, rec_coords), adj, nt=nt + 1)
         rec2 = ws.new_sparse("rec", grid_coordinates(model, rec_coords), nt=nt + 1)
         u.data[:] = 0
@@ -107,7 +108,7 @@ def _shot_checkpoint(model, src_coords, wc, rec_coords, res_fn, dt, nt, n_checkp
         wrp.apply_forward()
         wrp.apply_reverse()
         release(src, rec, reca, rec2)  # the checkpoints themselves are freed with wrp
-        return f, np.array(grad.data)
+        return f, np.array(global_array(grad))
 
 
 def _own_loop(model, q, d, shot_fn, sum_padding=True):
