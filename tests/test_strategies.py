@@ -71,7 +71,7 @@ def test_dft_is_probing_with_dft_mode(tiny):
 
 def test_bad_input(tiny):
     model0, q, d, _, _ = tiny
-    assert set(STRATEGIES) == {"full", "subsample", "dft", "checkpoint", "probe"}
+    assert set(STRATEGIES) == {"full", "subsample", "nyquist", "dft", "checkpoint", "probe", "auto"}
     with pytest.raises(ValueError, match="unknown gradient strategy"):
         gradient(model0, q, d, "revolve")
     with pytest.raises(TypeError, match="unexpected"):

@@ -625,6 +625,9 @@ class ProbingOptions:
         Ring-buffer length of the blocked method (None: :data:`DEFAULT_BLOCK`).
     probe_kwargs : dict
         Extra keyword arguments of :func:`design_probes` (power_iterations, shift, …).
+    storage : None or timeprobe.storage.StorageOptions
+        With ``ps=None``: store every k-th snapshot (raw, 16 or 8 bit, RAM or disk) instead of
+        every snapshot (:mod:`timeprobe.storage`; the objectives parse the names).
     """
     ps: int | None = None
     mode: str = "QR"
@@ -632,6 +635,7 @@ class ProbingOptions:
     method: str = "blocked"
     block: int | None = None
     probe_kwargs: dict = field(default_factory=dict)
+    storage: object = None
 
     def __post_init__(self):
         self.ps = check_ps(self.ps)
@@ -646,6 +650,8 @@ class ProbingOptions:
         if self.block is not None:
             self.block = _check_int("block", self.block, 1)
         self.probe_kwargs = dict(self.probe_kwargs or {})
+        if self.storage is not None and self.ps is not None:
+            raise ValueError(f"choose probing (ps={self.ps}) or stored snapshots (storage), not both")
 
 
 @dataclass
