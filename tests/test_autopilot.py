@@ -84,7 +84,8 @@ def test_plan_errors():
 def test_cosine_estimate_unbiased_and_exact_with_all_points():
     rng = np.random.default_rng(0)
     g = rng.standard_normal((60, 40)) * np.exp(-np.linspace(0, 4, 40))
-    gc = g + 0.3 * rng.standard_normal(g.shape) * np.exp(-np.linspace(0, 4, 40))
+    # an error partly along g (a scaled gradient) and partly not: both sums of the estimate matter
+    gc = 0.6 * g + 0.3 * rng.standard_normal(g.shape) * np.exp(-np.linspace(0, 4, 40))
     truth = _cos(gc, g)
     allpts = np.arange(g.size)
     assert cosine_estimate(gc, allpts, g.ravel())[0] == pytest.approx(truth, abs=1e-12)
@@ -93,8 +94,8 @@ def test_cosine_estimate_unbiased_and_exact_with_all_points():
         flat = np.sort(rng.choice(g.size, 400, replace=False))
         est, std = cosine_estimate(gc, flat, g.ravel()[flat], n_boot=50)
         errs.append(est - truth)
-        assert abs(est - truth) < 5 * std + 1e-3 and std < 0.02
-    assert abs(np.mean(errs)) < 0.003  # no bias beyond the spread
+        assert abs(est - truth) < 5 * std + 1e-3 and std < 0.05
+    assert abs(np.mean(errs)) < 0.006  # no bias beyond the spread (ratio estimators: O(1/M))
     # the exact values must belong to the points: mismatched samples give a wrong number
     assert abs(cosine_estimate(gc, flat, g.ravel()[::-1][flat])[0] - truth) > 0.1
 

@@ -780,8 +780,10 @@ def probes_for_shot(opts, wavelet_c, dt, nt, probe_data=None, seed=None, dtype=n
 
     ``opts`` a :class:`ProbingOptions` with ``ps`` set; ``wavelet_c`` the source wavelet on the
     computational axis (``dt`` ms, ``nt`` steps), which sets the subsampling; ``probe_data`` the
-    shot record (a one-shot :class:`timeprobe.Data`) that designs "QR"/"hutchpp" probes;
-    ``seed`` an int or Generator.
+    shot record (a one-shot :class:`timeprobe.Data`) that designs "QR"/"hutchpp" probes, or a
+    tuple of records designing them together, each scaled to unit Frobenius norm and placed side
+    by side (e.g. the observed and the current model's synthetic record, see
+    :func:`timeprobe.fwi_objective`'s ``probe_data``); ``seed`` an int or Generator.
     """
     from .geometry import resample
     r = opts.ps
@@ -798,7 +800,11 @@ def probes_for_shot(opts, wavelet_c, dt, nt, probe_data=None, seed=None, dtype=n
     if opts.mode in ("QR", "hutchpp"):
         if probe_data is None:
             raise ValueError(f"probing mode {opts.mode!r} needs the observed data to design its probes")
-        kwargs["data"] = resample(probe_data.arrays[0], probe_data.time, t_sub)
+        if isinstance(probe_data, (tuple, list)):
+            blocks = [resample(p.arrays[0], p.time, t_sub) for p in probe_data]
+            kwargs["data"] = np.hstack([b / max(float(np.linalg.norm(b)), np.finfo(float).tiny) for b in blocks])
+        else:
+            kwargs["data"] = resample(probe_data.arrays[0], probe_data.time, t_sub)
     if opts.mode == "dft":
         kwargs.setdefault("dt", k * dt)
         kwargs.setdefault("band", (0.0, max_frequency(wavelet_c, dt, rel=1e-2)))
