@@ -13,7 +13,8 @@ Usage (≈ 3 min for overthrust2d on 2 cores; results to ``--out``, refused if i
     python scripts/storage_strategies.py --case overthrust2d --out results/storage
     python scripts/storage_strategies.py --quick --out /tmp/storage      # tiny smoke test
 
-Writes ``storage_strategies.json`` and ``storage_strategies.md`` into ``--out``.
+Writes ``storage_strategies.json`` and ``storage_strategies.md`` into ``--out``; ``--render JSON
+--out FILE.md [--no-times]`` writes the Markdown of an earlier run.
 """
 from __future__ import annotations
 
@@ -25,7 +26,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -74,8 +74,15 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="layered2d_61_41:600, r = 8, one repeat")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--no-times", action="store_true", help="leave the wall times out of the Markdown")
+    ap.add_argument("--render", metavar="JSON", help="only write the Markdown of an earlier run's JSON to --out")
     a = ap.parse_args(argv)
     out = Path(a.out)
+    if a.render:
+        if out.exists():
+            raise SystemExit(f"{out} exists: choose a new --out")
+        Path(out).write_text(render(json.loads(Path(a.render).read_text()), times=not a.no_times))
+        return
     if out.exists():
         raise SystemExit(f"{out} exists: choose a new --out")
     out.mkdir(parents=True)
@@ -128,6 +135,16 @@ def main(argv=None):
     res = dict(meta=meta, case=case, T=t, sizes={k: v for k, v in sizes.items() if k != "shape"},
                shape=list(sizes["shape"]), rows=table)
     (out / "storage_strategies.json").write_text(json.dumps(res, indent=1, default=str))
+    text = render(res, times=not a.no_times)
+    (out / "storage_strategies.md").write_text(text)
+    print(text)
+
+
+def render(res, times=True):
+    """The Markdown table of a result (``times=False``: without the wall times, for records made on
+    a machine whose timings are not representative)."""
+    meta, case, t, sizes, table = res["meta"], res["case"], res["T"], res["sizes"], res["rows"]
+    sizes = dict(sizes, shape=tuple(res["shape"]))
     lines = [f"# Stored-snapshot strategies and the budget autopilot: {case}, T = {t:g} ms", "",
              f"Generated {meta['date']} by `{meta['command']}` at commit `{meta['commit']}`; machine {meta['host']} "
              f"({meta['cpus']} CPUs), devito {meta['devito']}. Physical grid {sizes['shape']}, nt = {sizes['nt']}, "
@@ -135,6 +152,7 @@ def main(argv=None):
              "process (`scripts/benchmark_gradients.py` method); predicted: `timeprobe.budget` formulas.", "",
              "| configuration | time (s) | time / plain fwd+adj | working memory (MiB) | predicted (MiB) | "
              "cosine with exact | autopilot's choice |", "|---|---|---|---|---|---|---|"]
+
     def fmt(v, f):
         return "—" if v is None else format(v, f)
 
@@ -143,10 +161,13 @@ def main(argv=None):
         if x["chosen"] is not None:
             strategy, r = x["chosen"]
             choice = strategy if r is None else f"{strategy} r={r}"
-        lines.append(f"| {x['name']} | {x['wall_s']:.3f} | {x['time_ratio']:.2f} | {fmt(x['working_mb'], '.1f')} | "
+        timing = f"{x['wall_s']:.3f} | {x['time_ratio']:.2f}" if times else "— | —"
+        lines.append(f"| {x['name']} | {timing} | {fmt(x['working_mb'], '.1f')} | "
                      f"{fmt(x['predicted_mb'], '.1f')} | {fmt(x['cosine'], '.6f')} | {choice} |")
-    (out / "storage_strategies.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    if not times:
+        lines += ["", "Times left out: measured on a shared, loaded machine (they are in the JSON); rerun the "
+                  "command on a quiet machine for them."]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -89,6 +89,8 @@ def test_codec_sizes_and_noise_model():
     assert codec_for_bits(8).name == "int8" and set(CODECS) == {"float32", "float16", "int16", "int8"}
     c8 = Codec("int8", 8)
     assert c8.nscales(shape) == 8 * 5 and c8.nbytes(shape) == 64 * 40 + 4 * 40
+    # default tiles: 64 points per scale in 2D (8×8) and 3D (4×4×4)
+    assert Codec("int8").nbytes(shape) == c8.nbytes(shape) and Codec("int8").nbytes((8, 8, 12)) == 768 + 4 * 12
     assert Codec("int16", 8).nbytes(shape) == 2 * 64 * 40 + 4 * 40
     # the modelled noise (s_b²/12 per point) matches the actual rounding error of a busy field
     x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)

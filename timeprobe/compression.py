@@ -21,7 +21,9 @@ or in a file (:mod:`timeprobe.storage`). Codecs (:data:`CODECS`):
     in exact arithmetic, 0 in an all-zero tile; the float32 products add at most
     :math:`L\,2^{-22}s_b` (:meth:`Codec.error_bound`). Tiles whose values are all below
     :math:`10^{-30}` are stored as zeros with :math:`s_b = 2\max|x|` (the bound still holds).
-    Bytes per snapshot: ``n·bits/8 + 4·ntiles`` (``tile = 8`` in 2D: 8.5 bits per point at 8 bit).
+    Bytes per snapshot: ``n·bits/8 + 4·ntiles``. Default tiles hold 64 points (8×8 in 2D, 4×4×4
+    in 3D): 8.5 bits per point at 8 bit, the overhead and error of Deepwave's 2D blocks in every
+    dimension (its 8×8×8 blocks in 3D share one scale among 512 points).
 
 Error statistics: :meth:`Codec.encode` returns ``(Σx², Σ e_model²)`` with
 ``e_model² = n_b s_b²/12`` per tile (the variance of a uniform rounding error, the usual model
@@ -40,8 +42,8 @@ __all__ = ["CODECS", "Codec", "codec_for_bits", "DEFAULT_TILE"]
 #: codec names → bits per value
 CODECS = {"float32": 32, "float16": 16, "int16": 16, "int8": 8}
 
-#: default tile edge (points per axis) of the block-scaled integer codecs
-DEFAULT_TILE = 8
+#: default tile edge (points per axis) of the block-scaled integer codecs, per dimension (64 points)
+DEFAULT_TILE = {1: 64, 2: 8, 3: 4}
 
 _LEVELS = {"int16": 32767.0, "int8": 127.0}
 _INT_TYPES = {"int16": np.int16, "int8": np.int8}
@@ -55,7 +57,7 @@ def codec_for_bits(bits, tile=None):
     name = {32: "float32", 16: "int16", 8: "int8"}.get(bits if not isinstance(bits, bool) else None)
     if name is None:
         raise ValueError(f"bits must be 32, 16 or 8, got {bits!r}")
-    return Codec(name, DEFAULT_TILE if tile is None else tile)
+    return Codec(name, tile)
 
 
 def _tile_max(a, tile):
@@ -85,16 +87,22 @@ def _tile_counts(shape, tile):
 @dataclass(frozen=True)
 class Codec:
     """One snapshot codec: ``name`` in :data:`CODECS`, ``tile`` the block edge (points per axis)
-    of the integer codecs (ignored by the float ones)."""
+    of the integer codecs (None: :data:`DEFAULT_TILE` for the snapshot's dimension; ignored by the
+    float ones)."""
     name: str = "float32"
-    tile: int = DEFAULT_TILE
+    tile: int | None = None
 
     def __post_init__(self):
         if self.name not in CODECS:
             raise ValueError(f"unknown snapshot codec {self.name!r}; use one of {', '.join(CODECS)}")
-        if isinstance(self.tile, bool) or not isinstance(self.tile, numbers.Integral) or self.tile < 1:
-            raise ValueError(f"tile must be a positive integer (points per axis), got {self.tile!r}")
-        object.__setattr__(self, "tile", int(self.tile))
+        if self.tile is not None:
+            if isinstance(self.tile, bool) or not isinstance(self.tile, numbers.Integral) or self.tile < 1:
+                raise ValueError(f"tile must be a positive integer (points per axis) or None, got {self.tile!r}")
+            object.__setattr__(self, "tile", int(self.tile))
+
+    def edge(self, ndim):
+        """The tile edge used for ``ndim``-dimensional snapshots."""
+        return self.tile if self.tile is not None else DEFAULT_TILE.get(ndim, 4)
 
     @property
     def bits(self):
@@ -107,7 +115,8 @@ class Codec:
     def nscales(self, shape):
         """Number of float32 scales per snapshot of ``shape``."""
         if self.name in _LEVELS:
-            return int(np.prod([-(-n // self.tile) for n in shape]))
+            t = self.edge(len(shape))
+            return int(np.prod([-(-n // t) for n in shape]))
         return 1 if self.name == "float16" else 0
 
     def nbytes(self, shape):
@@ -124,8 +133,9 @@ class Codec:
     def _tile_scales_full(self, scales, shape):
         """Per-point array of the tile values ``scales`` (ntiles per axis) — the broadcast back."""
         full = scales
+        t = self.edge(len(shape))
         for ax, n in enumerate(shape):
-            full = np.repeat(full, self.tile, axis=ax)
+            full = np.repeat(full, t, axis=ax)
             if full.shape[ax] != n:
                 full = full[(slice(None),) * ax + (slice(0, n),)]
         return full
@@ -156,7 +166,7 @@ class Codec:
         levels = np.float32(_LEVELS[self.name])
         work = np.empty_like(x) if work is None else work
         np.abs(x, out=work)
-        tmax = _tile_max(work, self.tile)
+        tmax = _tile_max(work, self.edge(x.ndim))
         # tiles whose values are all below _TINY are stored as zeros with s_b = 2·max (so that the
         # bound |e| ≤ s_b/2 still holds), where L/max would overflow float32
         tiny = tmax < _TINY
@@ -166,7 +176,7 @@ class Codec:
         np.multiply(x, self._tile_scales_full(inv, x.shape), out=work)
         np.rint(work, out=work)
         np.copyto(values, work, casting="unsafe")
-        counts = _tile_counts(x.shape, self.tile)
+        counts = _tile_counts(x.shape, self.edge(x.ndim))
         noise = float(np.sum(counts * sc.astype(np.float64) ** 2) / 12.0)
         return energy, noise
 
@@ -178,7 +188,7 @@ class Codec:
         elif self.name == "float16":
             np.multiply(values, scales[0], out=out)
         else:
-            ntiles = [-(-n // self.tile) for n in out.shape]
+            ntiles = [-(-n // self.edge(out.ndim)) for n in out.shape]
             full = self._tile_scales_full(scales.reshape(ntiles), out.shape)
             np.multiply(values, full, out=out)
         return out
@@ -195,6 +205,6 @@ class Codec:
             s = float(scales[0])
             return (np.abs(values.astype(np.float32)) * s * (2.0 ** -11 * (1 + 2.0 ** -10))
                     + 2.0 ** -25 * s).astype(np.float32)
-        ntiles = [-(-n // self.tile) for n in shape]
+        ntiles = [-(-n // self.edge(len(shape))) for n in shape]
         factor = np.float32(0.5 + _LEVELS[self.name] * 2.0 ** -22)
         return self._tile_scales_full(scales.reshape(ntiles) * factor, shape)

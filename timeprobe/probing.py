@@ -51,6 +51,17 @@ reaches only 0.80 and 0.65 on the whole model (the near-source wavefield precede
 recorded arrival). Weighting by the source spectrum helped in the second case at r ≤ 32 and
 hurt slightly in the first, so it is an option, not the default.
 
+Designs measured against these defaults (``scripts/probe_designs.py``, ``benchmarks/probe_designs.md``;
+one shot each of overthrust_small 3 s and 8 s, an edge-source layered model, an edge-source salt
+model; adjoint driven by the residual): 3 power iterations or 3r oversampling change the cosine by
+< 2e-3; probes from the residual alone are poor (0.38–0.64 at r = 32); the residual beside the
+observed record helps at r = 64 and hurts at r = 32; time-windowed (block-diagonal) probes lose
+at equal r, and keeping finished windows in 8 bit does not buy it back except in places. What
+helps everywhere is the current model's *synthetic* record beside the observed one (``probes_for_shot``
+with a tuple of records; ``fwi_objective(probe_data="synthetic")``): edge source 0.950 → 0.976 at
+r = 32 and 0.991 → 0.9999 at r = 64, others unchanged or better. It costs a plain forward run (or
+the previous iteration's record), so it is an option, not the default.
+
 Time axis: ``nt`` samples ``t = dt * arange(nt)`` (ms); frequencies in kHz. The data ``D``
 (observed shot record, ``(nt, nrec)``) must already be resampled onto that axis.
 

@@ -49,10 +49,11 @@ import numpy as np
 from devito import Function
 
 from .compat import release, wrap_array
-from .compression import DEFAULT_TILE, Codec, codec_for_bits
+from .compression import codec_for_bits
 from .geometry import grid_coordinates
 from .operators import slot_adjoint_operator, slot_forward_operator, slot_gradient, snapshot_slots
 from .probing import default_subsample
+from .propagators import adjoint_source_buffer
 from .workspace import use_model
 
 __all__ = ["StorageOptions", "SnapshotStore", "STORAGE_NAMES", "DEFAULT_CHUNK", "stored_subsample",
@@ -89,8 +90,9 @@ class StorageOptions:
         ``k``; "auto": :func:`timeprobe.probing.default_subsample` (the Poisson bound).
     chunk : int
         Snapshots per chunk ``B`` (float32 slots on the device).
-    tile : int
-        Tile edge (points per axis) of the integer codecs' scales.
+    tile : int or None
+        Tile edge (points per axis) of the integer codecs' scales (None: 8 in 2D, 4 in 3D —
+        64 points per float32 scale).
 
     String shorthands (:meth:`parse`): ``"nyquist"``/``"nyquist16"``/``"nyquist8"`` (RAM, 32/16/8
     bit), ``"disk"``/``"disk16"``/``"disk8"``.
@@ -100,7 +102,7 @@ class StorageOptions:
     directory: object = None
     subsample: object = "auto"
     chunk: int = DEFAULT_CHUNK
-    tile: int = DEFAULT_TILE
+    tile: int | None = None
 
     def __post_init__(self):
         if self.bits not in (32, 16, 8) or isinstance(self.bits, bool):
@@ -115,7 +117,8 @@ class StorageOptions:
         if self.subsample != "auto":
             _check_int("storage subsample (k)", self.subsample, 1)
         _check_int("storage chunk (snapshots per chunk)", self.chunk, 1)
-        _check_int("storage tile", self.tile, 1)
+        if self.tile is not None:
+            _check_int("storage tile", self.tile, 1)
 
     @classmethod
     def parse(cls, spec):
@@ -358,7 +361,11 @@ def run_stored_adjoint(model, rec_coords, residual_c, dt, nt, store, record=None
     """
     k, B, margin = store.k, store.chunk, store.margin
     with use_model(model) as ws:
-        rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), residual_c, nt=nt + 1)
+        buf = adjoint_source_buffer(residual_c, nt) if residual_c.dtype == ws.dtype else None
+        if buf is not None:  # the forward's traces overwritten by the adjoint source: no copy
+            rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), nt=nt + 1, buffer=buf)
+        else:
+            rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), residual_c, nt=nt + 1)
         op = slot_adjoint_operator(ws, k, B, margin, record=record is not None)
         slots = np.zeros(snapshot_slots(ws, B, margin).shape, dtype=ws.dtype)
         kwargs = dict(rec=rec, ubuf=_slot_view(ws, B, margin, slots), dt=dt)
