@@ -242,3 +242,53 @@ def test_sample_points_are_grid_nodes_of_the_physical_domain():
     origin = np.array([b[0] for b in model.domain_bounds])
     assert np.allclose(coords, origin + 10.0 * idx)
     assert len(sample_points(model, 10 ** 6, np.random.default_rng(0))[0]) == 600
+
+
+# --------------------------------------------------------------------------- probes from two records (#14 item 3)
+def test_probe_data_synthetic_designs_from_both_records(models):
+    """probe_data="synthetic" = the current model's record beside the observed one (unit norms): the
+    same gradient as passing that record, and the probes of design_probes on the normalised stack."""
+    from timeprobe.geometry import computational_axis, resample, to_computational
+    from timeprobe.probing import ProbingOptions, design_probes, probes_for_shot
+    name, init, q, d, g = models[2]
+    syn = tp.forward(init, q, d.geometry)
+    _, g_syn = tp.fwi_objective(init, q, d, ps=12, seed=3, subsample=3, probe_data="synthetic")
+    _, g_rec = tp.fwi_objective(init, q, d, ps=12, seed=3, subsample=3, probe_data=syn)
+    _, g_obs = tp.fwi_objective(init, q, d, ps=12, seed=3, subsample=3)
+    assert np.allclose(g_syn, g_rec, rtol=1e-5, atol=1e-6 * np.abs(g_rec).max())
+    assert not np.allclose(g_syn, g_obs, rtol=1e-3)
+    # the design, against design_probes on [D/‖D‖, S/‖S‖] (same generator state)
+    dt, nt = computational_axis(init, q.geometry, d.geometry)
+    wc = to_computational(q.arrays[0], q.geometry, dt, nt)
+    p = probes_for_shot(ProbingOptions(ps=12, subsample=3), wc, dt, nt, (d[0], syn[0]), np.random.default_rng(5),
+                        dtype=np.float64)
+    t_sub = 3 * dt * np.arange(p.nsub)
+    D, S = (resample(x.arrays[0], x.time, t_sub) for x in (d, syn))
+    Q = design_probes("QR", p.nsub, 12, data=np.hstack([D / np.linalg.norm(D), S / np.linalg.norm(S)]),
+                      seed=np.random.default_rng(5), dtype=np.float64)
+    assert np.allclose(p.Q, Q)
+    with pytest.raises(ValueError, match="'synthetic'"):
+        tp.fwi_objective(init, q, d, ps=12, probe_data="pilot")
+    with pytest.raises(TypeError, match="probe_data"):
+        tp.fwi_objective(init, q, d, ps=12, probe_data=np.zeros(3))
+    with pytest.raises(ValueError, match="serially"):
+        tp.fwi_objective(init, q, d, ps=12, probe_data=syn, client="tcp://127.0.0.1:1")
+
+
+def test_probe_designs_script_quick(tmp_path):
+    """scripts/probe_designs.py --quick: the emulated Nyquist gradient is the exact one, the tables exist."""
+    import importlib.util
+    import json
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "scripts" / "probe_designs.py"
+    spec = importlib.util.spec_from_file_location("probe_designs", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "pd"
+    mod.main(["--quick", "--out", str(out)])
+    res = json.loads((out / "probe_designs.json").read_text())["results"][0]
+    assert res["cos_nyquist_vs_exact"] > 0.9999 and res["cos_store_vs_numpy"] > 0.999999
+    assert {"QR", "QR_obs+syn", "win2_i8", "nyquist_int8_t8"} <= set(res["designs"])
+    assert "## tiny" in (out / "probe_designs.md").read_text()
+    with pytest.raises(SystemExit):
+        mod.main(["--quick", "--out", str(out)])  # never overwrites

@@ -274,7 +274,8 @@ def strategy_info(model, q, d, opts, chosen, infos, g, scale=None, weight=None, 
     (StorageOptions or None), ``k`` (per shot), ``predicted_mb`` (working memory of one shot,
     :mod:`timeprobe.budget`), ``budget_mb``, ``candidates`` (the budget's ``[(name, MiB, fits)]``),
     ``accuracy`` (estimated cosine with the exact gradient), ``accuracy_std`` and
-    ``accuracy_method``. ``scale``: per-shot factors applied to the exact samples (the images'
+    ``accuracy_method``; probing adds ``samples`` (points of the sampled estimate), compressed
+    storage ``quantisation_error`` (ρ of :mod:`timeprobe.accuracy`). ``scale``: per-shot factors applied to the exact samples (the images'
     ``1/dt``); ``weight``: a fixed pointwise factor the returned ``g`` carries (an illumination
     normalisation); ``estimate=False``: no accuracy estimate (``accuracy`` None)."""
     sizes = gradient_sizes(model, q, d)
