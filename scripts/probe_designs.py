@@ -32,9 +32,11 @@ Bytes per physical point: probing ``4·(r + B + 1)`` (B = 4 ring slots, the grad
 
 Estimators of the probed gradient's cosine (recorded for the default QR at every r):
 
-* ``lattice{M}``   cosine of exact and probed gradients at M random points of the physical domain
-                   (what timeprobe's runs estimate by sampling u and v at those points), 20 draws:
-                   mean, std and worst error;
+* ``lattice{M}``   cosine of exact and probed gradients at M uniformly random points of the physical
+                   domain, 20 draws: mean, std and worst error; ``cv{M}`` the same with the probed
+                   gradient's exact norm as a control variate; ``strat{M}`` also stratified by
+                   distance to the source and receivers — timeprobe's estimate
+                   (:mod:`timeprobe.accuracy`, sampling u and v at those points during the run);
 * ``proj_obs``, ``proj_res``, ``proj_syn``  relative energy of the observed / residual / synthetic
                    record outside span(Q) (``probing.projector_error``);
 * ``half``         1 − cos(g_{r/2}, g_r) (nested QR bases).
@@ -66,6 +68,7 @@ sys.path.insert(0, str(ROOT))
 SHARED = Path(os.environ.get("TIMEPROBE_DATA", ROOT.parent / "shared"))
 
 import timeprobe as tp  # noqa: E402
+from timeprobe.accuracy import cosine_estimate, sample_points  # noqa: E402
 from timeprobe.compression import Codec  # noqa: E402
 from timeprobe.geometry import (computational_axis, from_computational, from_computational_adjoint,  # noqa: E402
                                 resample, to_computational)
@@ -286,17 +289,23 @@ def run_case(name, ps, seeds, check, lattice_sizes, t_out):
                 est["half"] = 1 - cosine(probed(U, V, Qd[:, :r // 2], k, dt), g_qr)
             gen = np.random.default_rng(123)
             flat_ex, flat_qr = g_ex.ravel(), g_qr.ravel()
+            centres = np.vstack([q.geometry.coordinates[0], d.geometry.coordinates[0]])
             for M in lattice_sizes:
-                for variant in ("plain", "cv"):
+                for variant in ("plain", "cv", "strat"):
                     errs = []
                     for _ in range(20):
+                        if variant == "strat":  # what timeprobe runs (timeprobe.accuracy)
+                            pts = sample_points(init, M, gen, centres=centres)
+                            c = cosine_estimate(g_qr, pts, flat_ex[pts.flat], n_boot=0)[0]
+                            errs.append(c - est["cos"])
+                            continue
                         idx = gen.choice(flat_ex.size, size=min(M, flat_ex.size), replace=False)
                         if variant == "plain":
                             c = cosine(flat_qr[idx], flat_ex[idx])
                         else:  # control variate: the probed gradient's norm is known exactly
                             c = cv_cosine(flat_qr, idx, flat_ex[idx])
                         errs.append(c - est["cos"])
-                    tag = f"lattice{M}" if variant == "plain" else f"cv{M}"
+                    tag = {"plain": f"lattice{M}", "cv": f"cv{M}", "strat": f"strat{M}"}[variant]
                     est[f"{tag}_mean_err"] = float(np.mean(errs))
                     est[f"{tag}_std"] = float(np.std(errs))
                     est[f"{tag}_worst"] = float(np.max(np.abs(errs)))
@@ -358,14 +367,17 @@ def markdown(results, meta):
                              f"{xs[0]['bytes_per_point']:.1f} |")
         lines += ["", "Estimators of the default QR design's cosine:", "",
                   "| r | cosine | proj_obs | proj_res | proj_syn | 1 − cos(g_r/2, g_r) | " +
-                  " | ".join(f"sampled at M={M}: mean err ± std (worst); control variate" for M in meta["lattice"]) + " |",
+                  " | ".join(f"sampled at M={M}: mean err ± std (worst); control variate; stratified + control variate"
+                             for M in meta["lattice"]) + " |",
                   "|---" * (6 + len(meta["lattice"])) + "|"]
         for e in res["estimators"].get("QR", []):
             lines.append(f"| {e['r']} | {e['cos']:.5f} | {e['proj_obs']:.4f} | {e['proj_res']:.4f} | "
                          f"{e['proj_syn']:.4f} | {e.get('half', float('nan')):.5f} | " +
                          " | ".join(f"{e[f'lattice{M}_mean_err']:+.4f} ± {e[f'lattice{M}_std']:.4f} "
                                     f"({e[f'lattice{M}_worst']:.4f}); cv {e[f'cv{M}_mean_err']:+.4f} ± "
-                                    f"{e[f'cv{M}_std']:.4f} ({e[f'cv{M}_worst']:.4f})"
+                                    f"{e[f'cv{M}_std']:.4f} ({e[f'cv{M}_worst']:.4f}); stratified cv "
+                                    f"{e[f'strat{M}_mean_err']:+.4f} ± {e[f'strat{M}_std']:.4f} "
+                                    f"({e[f'strat{M}_worst']:.4f})"
                                     for M in meta["lattice"]) + " |")
         lines.append("")
     return "\n".join(lines)

@@ -236,12 +236,39 @@ def test_budget_jacobian_adjoint_and_rtm(models):
 
 def test_sample_points_are_grid_nodes_of_the_physical_domain():
     model = layered_model(shape=(30, 20), spacing=10.0, nbl=10)
-    flat, coords = sample_points(model, 50, np.random.default_rng(0))
-    assert len(np.unique(flat)) == 50
-    idx = np.stack(np.unravel_index(flat, model.shape), 1)
     origin = np.array([b[0] for b in model.domain_bounds])
-    assert np.allclose(coords, origin + 10.0 * idx)
+    for centres in (None, np.array([[origin[0] + 50.0, 20.0], [origin[0] + 200.0, 10.0]])):
+        pts = sample_points(model, 50, np.random.default_rng(0), centres=centres)
+        assert len(np.unique(pts.flat)) == 50
+        idx = np.stack(np.unravel_index(pts.flat, model.shape), 1)
+        assert np.allclose(pts.coords, origin + 10.0 * idx)
+        # the weights are stratum sizes per sampled point: they add up to the model's points
+        assert pts.weight.sum() == pytest.approx(600)
+    # the stratum nearest the centres is taken more densely than the rest
+    near = pts.stratum == pts.stratum.min()
+    assert pts.weight[near].max() < pts.weight[~near].max()
     assert len(sample_points(model, 10 ** 6, np.random.default_rng(0))[0]) == 600
+
+
+def test_stratified_estimate_finds_a_concentrated_gradient():
+    """A gradient whose energy sits in a few points next to the source (as in 3D): uniform points
+    miss them, the stratified ones do not."""
+    model = layered_model(shape=(60, 40), spacing=10.0, nbl=10)
+    rng = np.random.default_rng(2)
+    g = 0.01 * rng.standard_normal(model.shape)
+    g[20:23, 2:5] = 5.0 + rng.standard_normal((3, 3))  # the hot spot around the source (20 m, 30 m)
+    gc = g + 0.01 * rng.standard_normal(model.shape)
+    gc[20:23, 2:5] += 2.0 * rng.standard_normal((3, 3))
+    truth = _cos(gc, g)
+    origin = np.array([b[0] for b in model.domain_bounds])
+    src = origin + np.array([[210.0, 30.0]])
+    errs_u, errs_s = [], []
+    for seed in range(20):
+        pu = sample_points(model, 100, np.random.default_rng(seed))
+        ps = sample_points(model, 100, np.random.default_rng(seed), centres=src)
+        errs_u.append(abs(cosine_estimate(gc, pu, g.ravel()[pu.flat], n_boot=0)[0] - truth))
+        errs_s.append(abs(cosine_estimate(gc, ps, g.ravel()[ps.flat], n_boot=0)[0] - truth))
+    assert max(errs_s) < 0.01 < max(errs_u)
 
 
 # --------------------------------------------------------------------------- probes from two records (#14 item 3)

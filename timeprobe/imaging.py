@@ -233,7 +233,7 @@ def rtm(model, q, d, ps=None, ic="isic", illumination=True, mode="QR", seed=None
     rngs = shot_generators(seed, q.nshots)
     infos = [dict() for _ in range(q.nshots)] if return_info else [None] * q.nshots
     if return_info and ic == "as" and ps is not None:  # the sampled estimate (after the shots' generators)
-        infos = shot_infos(model, q, opts, seed, True, None if chosen is None else chosen.samples)
+        infos = shot_infos(model, q, opts, seed, True, None if chosen is None else chosen.samples, d.geometry)
     scale = []
     nout = 1 if shifts is None else len(shifts)
     img = np.zeros((nout,) + model.shape_padded, dtype=np.float64)
@@ -272,7 +272,7 @@ def rtm(model, q, d, ps=None, ic="isic", illumination=True, mode="QR", seed=None
                 probing = probes_for_shot(opts, wc, dt, nt, d[i], rngs[i], dtype=model.dtype)
                 probing.direct = shifts is None and ic != "isic"
             points = None if infos[i] is None else infos[i].get("points")
-            fwd_rec = rec_coords if points is None else np.vstack([rec_coords, points[1]])
+            fwd_rec = rec_coords if points is None else np.vstack([rec_coords, points.coords])
             traces, ubar_f, lam = run_forward(model, src_coords, wc, fwd_rec, dt, nt, probing=probing,
                                               illumination=True)
             if infos[i] is not None:
@@ -282,7 +282,7 @@ def rtm(model, q, d, ps=None, ic="isic", illumination=True, mode="QR", seed=None
             adj_ic = "isic" if ic == "isic" else "as"
             v, grad, vbar_f = run_adjoint(model, rec_coords, rc, dt, nt, probing=probing,
                                           ubar=ubar_f, ic=adj_ic, restore_ubar=False,
-                                          src_coords=None if points is None else points[1])
+                                          src_coords=None if points is None else points.coords)
             if points is not None:
                 v = np.vstack([v, np.zeros((1, v.shape[1]), v.dtype)])  # v[nt] = 0
                 infos[i]["exact_samples"] = sampled_exact_gradient(u_sub, v, probing.subsample, dt)

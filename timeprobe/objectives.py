@@ -89,7 +89,7 @@ def shot_gradient(model, q, rec_geometry, adjoint_traces, opts, rng=None, probe_
             rec, ubar = run_forward(model, src_coords, wc, rec_coords, dt, nt, probing=probing)
         else:  # the sample points ride along as extra receivers
             nrec = len(rec_coords)
-            traces, ubar = run_forward(model, src_coords, wc, np.vstack([rec_coords, points[1]]), dt, nt,
+            traces, ubar = run_forward(model, src_coords, wc, np.vstack([rec_coords, points.coords]), dt, nt,
                                        probing=probing)
             u_sub = np.array(traces[::probing.subsample, nrec:])
             rec = np.array(traces[:, :nrec])
@@ -99,7 +99,7 @@ def shot_gradient(model, q, rec_geometry, adjoint_traces, opts, rng=None, probe_
     y = adjoint_traces(rec, dt, nt)
     del rec  # the traces' buffer now holds y (or, if y is a new array, is freed here)
     v, grad, _ = run_adjoint(model, rec_coords, y, dt, nt, usave=usave, probing=probing, ubar=ubar,
-                             restore_ubar=False, src_coords=None if points is None or probing is None else points[1])
+                             restore_ubar=False, src_coords=None if points is None or probing is None else points.coords)
     release(usave, ubar)  # free nt·N (or r·N) floats now, before the next shot allocates its own
     if v is not None:
         v = np.vstack([v, np.zeros((1, v.shape[1]), v.dtype)])  # v[nt] = 0
@@ -204,7 +204,7 @@ def fwi_objective(model, q, d, ps=None, mode="QR", seed=None, *, storage=None, b
         task = shot_objective if extra is None else functools.partial(shot_objective, probe_data=extra)
         f, g = reduce_shots(task, model, q, d, opts, rngs, client=client, progress=progress)
         return f, model.unpad(g).astype(model.dtype)
-    infos = shot_infos(model, q, opts, seed, return_info, None if chosen is None else chosen.samples)
+    infos = shot_infos(model, q, opts, seed, return_info, None if chosen is None else chosen.samples, d.geometry)
     f = 0.0
     g = np.zeros(model.shape_padded, dtype=np.float64)
     for i in _shots(q.nshots, progress):
@@ -249,10 +249,11 @@ def choose_strategy(model, q, d, ps, storage, budget_mb, allow_disk, return_info
     return chosen.ps, chosen.storage, chosen
 
 
-def shot_infos(model, q, opts, seed, return_info, samples=None):
+def shot_infos(model, q, opts, seed, return_info, samples=None, rec_geometry=None):
     """Per-shot info dicts (None without ``return_info``); probing gets ``samples`` points (default
     :data:`~timeprobe.accuracy.DEFAULT_SAMPLES`), drawn from the generator after the shots' ones (the
-    probes stay those of the same call without it)."""
+    probes stay those of the same call without it), stratified by distance to the sources and the
+    receivers (``rec_geometry``)."""
     if not return_info:
         return [None] * q.nshots
     infos = [dict() for _ in range(q.nshots)]
@@ -261,7 +262,9 @@ def shot_infos(model, q, opts, seed, return_info, samples=None):
             child = seed.spawn(1)[0]  # after shot_generators' children: a new one
         else:  # shot_generators spawned children 0 … nshots−1 of SeedSequence(seed): take the next one
             child = np.random.SeedSequence(seed).spawn(q.nshots + 1)[-1]
-        pts = sample_points(model, samples or DEFAULT_SAMPLES, np.random.default_rng(child))
+        centres = np.vstack(list(q.geometry.coordinates)
+                            + ([] if rec_geometry is None else list(rec_geometry.coordinates)))
+        pts = sample_points(model, samples or DEFAULT_SAMPLES, np.random.default_rng(child), centres=centres)
         for info in infos:
             info["points"] = pts
     return infos
@@ -285,7 +288,7 @@ def strategy_info(model, q, d, opts, chosen, infos, g, scale=None, weight=None, 
     elif opts.ps is not None:
         strategy = "probe"
         mem = strategy_memory(sizes, "probe", ps=opts.ps, block=opts.block,
-                              samples=len(infos[0]["points"][0]) if infos and "points" in infos[0] else 0)
+                              samples=len(infos[0]["points"].flat) if infos and "points" in infos[0] else 0)
     else:
         strategy = "full"
         mem = strategy_memory(sizes, "full")
@@ -307,15 +310,16 @@ def strategy_info(model, q, d, opts, chosen, infos, g, scale=None, weight=None, 
         out.update(accuracy=None, accuracy_std=None,
                    accuracy_method="not estimated (the budget leaves too little memory for sampled points)")
     else:
-        flat = infos[0]["points"][0]
-        exact = np.zeros(len(flat))
+        points = infos[0]["points"]
+        exact = np.zeros(len(points.flat))
         for i, info in enumerate(infos):
             exact += info["exact_samples"] * (1.0 if scale is None else scale[i])
         if weight is not None:
-            exact *= np.ravel(weight)[flat]
-        est, std = cosine_estimate(g, flat, exact)
-        out.update(accuracy=est, accuracy_std=std, samples=len(flat),
-                   accuracy_method=f"exact gradient at {len(flat)} random points, control variate")
+            exact *= np.ravel(weight)[points.flat]
+        est, std = cosine_estimate(g, points, exact)
+        out.update(accuracy=est, accuracy_std=std, samples=len(points.flat),
+                   accuracy_method=f"exact gradient at {len(points.flat)} random points (stratified by distance "
+                                   f"to sources and receivers), control variate")
     return out
 
 
@@ -341,7 +345,7 @@ def jacobian_adjoint(model, q, dd, ps=None, mode="QR", seed=None, *, probe_data=
     opts = ProbingOptions(ps=ps, mode=mode, subsample=subsample, method=method, block=block,
                           probe_kwargs=probe_kwargs, storage=storage)
     rngs = shot_generators(seed, q.nshots)
-    infos = shot_infos(model, q, opts, seed, return_info, None if chosen is None else chosen.samples)
+    infos = shot_infos(model, q, opts, seed, return_info, None if chosen is None else chosen.samples, dd.geometry)
     pdata = dd if probe_data is None else probe_data
     g = np.zeros(model.shape_padded, dtype=np.float64)
     scale = []
