@@ -89,6 +89,8 @@ def main(argv=None):
     if a.quick:
         a.case, a.r, a.repeats = "layered2d_61_41:600", 8, 1
     case, t = bg.parse_case(a.case)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE.parent, capture_output=True,
+                            text=True).stdout.strip()  # the code the workers run (imported at the start)
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         def measure(cfg):
@@ -127,8 +129,6 @@ def main(argv=None):
                               working_mb=wm, predicted_mb=None if pred is None else pred / MIB, cosine=cos,
                               chosen=None if chosen is None else (chosen.strategy, chosen.ps)))
     import devito
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE.parent, capture_output=True,
-                            text=True).stdout.strip()
     meta = dict(date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), host=platform.node(), cpus=os.cpu_count(),
                 devito=devito.__version__, commit=commit,
                 command=" ".join(["python", "scripts/storage_strategies.py"] + (argv or sys.argv[1:])))
@@ -161,12 +161,12 @@ def render(res, times=True):
         if x["chosen"] is not None:
             strategy, r = x["chosen"]
             choice = strategy if r is None else f"{strategy} r={r}"
-        timing = f"{x['wall_s']:.3f} | {x['time_ratio']:.2f}" if times else "— | —"
+        timing = f"{x['wall_s']:.3f} | {x['time_ratio']:.2f}" if times and x["wall_s"] is not None else "— | —"
         lines.append(f"| {x['name']} | {timing} | {fmt(x['working_mb'], '.1f')} | "
                      f"{fmt(x['predicted_mb'], '.1f')} | {fmt(x['cosine'], '.6f')} | {choice} |")
     if not times:
-        lines += ["", "Times left out: measured on a shared, loaded machine (they are in the JSON); rerun the "
-                  "command on a quiet machine for them."]
+        lines += ["", "Times left out: measured on a shared, loaded machine; rerun the command on a quiet machine "
+                  "for them."]
     return "\n".join(lines) + "\n"
 
 
