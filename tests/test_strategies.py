@@ -71,6 +71,7 @@ def test_dft_is_probing_with_dft_mode(tiny):
 
 def test_bad_input(tiny):
     model0, q, d, _, _ = tiny
+    assert set(STRATEGIES) == {"full", "subsample", "nyquist", "dft", "checkpoint", "probe", "auto"}
     with pytest.raises(ValueError, match="unknown gradient strategy") as err:
         gradient(model0, q, d, "revolve")
     assert all(s in str(err.value) for s in STRATEGIES)  # the message lists every valid one

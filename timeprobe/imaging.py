@@ -39,12 +39,14 @@ import numpy as np
 
 from .compat import release
 from .geometry import Data, computational_axis, from_computational_adjoint, to_computational
+from .accuracy import sampled_exact_gradient
 from .mpi import global_array, is_distributed
-from .objectives import jacobian_adjoint
+from .objectives import choose_strategy, jacobian_adjoint, shot_infos, strategy_info
 from .operators import derivatives_operator
 from .probe_buffers import region_slices
 from .probing import DEFAULT_BLOCK, Probing, ProbingOptions, probes_for_shot, shot_generators
 from .propagators import born, check_dm, check_inputs, forward, run_adjoint, run_forward
+from .storage import run_stored_adjoint, run_stored_forward, stored_subsample
 from .workspace import use_model
 
 __all__ = ["rtm", "lsrtm_objective", "IMAGING_CONDITIONS", "kspace_filter", "isic_image",
@@ -199,6 +201,7 @@ def isic_image(model, ubar, vbar):
 
 # --------------------------------------------------------------------------- RTM
 def rtm(model, q, d, ps=None, ic="isic", illumination=True, mode="QR", seed=None, offsets=None, *,
+        storage=None, budget_mb=None, allow_disk=False, return_info=False,
         subsample="auto", method="blocked", block=None, probe_kwargs=None, eps=1e-3, progress=False):
     """Reverse-time migration of ``d`` over all shots, exact (``ps=None``) or probed.
 
@@ -227,6 +230,12 @@ def rtm(model, q, d, ps=None, ic="isic", illumination=True, mode="QR", seed=None
         ``I(h, x, z) = −Σ_p ū_p(x − h, z)·v̄_p(x + h, z)`` (ISIC: the same with the
         ISIC terms). With ``ps=None`` the gathers use identity probes
         (``Q = I``, k = 1: exact, and nt·N memory like full storage).
+    storage, budget_mb, allow_disk, return_info
+        As in :func:`timeprobe.fwi_objective`: stored Nyquist snapshots (``ic="as"`` or
+        ``"kspace"``: the stored snapshots carry no halo for the ISIC derivatives), the
+        working-memory autopilot (with ``"isic"`` it chooses between full storage and probing), and
+        the info dict (its accuracy estimate is that of the ``"as"`` image; None for the others).
+        Not with ``offsets``.
     progress : bool
         A tqdm bar over shots.
 
@@ -236,15 +245,28 @@ def rtm(model, q, d, ps=None, ic="isic", illumination=True, mode="QR", seed=None
         Model shape, or (nh, *model shape) with ``offsets``.
     illum : ndarray (model shape, float32) or None
         The illumination Λ (None when ``illumination=False``).
+    info : dict
+        Only with ``return_info=True`` (:func:`timeprobe.objectives.strategy_info`).
     """
     check_inputs(model, q, d=d)
     _check_ic(ic)
     shifts = None if offsets is None else offset_shifts(model, offsets)
+    if shifts is not None and (storage is not None or budget_mb is not None or return_info):
+        raise ValueError("subsurface offsets (gathers) take ps only, not storage/budget_mb/return_info")
+    if storage is not None and ic == "isic":
+        raise ValueError("stored snapshots image with ic='as' or 'kspace' (no halo for the ISIC derivatives); "
+                         "use ps or full storage for 'isic'")
+    ps, storage, chosen = choose_strategy(model, q, d, ps, storage, budget_mb, allow_disk,
+                                          return_info and ic == "as", block, stored=ic != "isic", layers=False)
     probed = ps is not None or shifts is not None
     # images are restricted to the physical domain: probe fields skip the absorbing layers
     opts = ProbingOptions(ps=ps, mode=mode, subsample=subsample, method=method, block=block,
-                          probe_kwargs=probe_kwargs, sum_padding=False)
+                          probe_kwargs=probe_kwargs, sum_padding=False, storage=storage)
     rngs = shot_generators(seed, q.nshots)
+    infos = [dict() for _ in range(q.nshots)] if return_info else [None] * q.nshots
+    if return_info and ic == "as" and ps is not None:  # the sampled estimate (after the shots' generators)
+        infos = shot_infos(model, q, opts, seed, True, None if chosen is None else chosen.samples, d.geometry)
+    scale = []
     nout = 1 if shifts is None else len(shifts)
     img = np.zeros((nout,) + model.shape_padded, dtype=np.float64)
     illum = np.zeros(model.shape_padded, dtype=np.float64) if illumination else None
@@ -257,7 +279,16 @@ def rtm(model, q, d, ps=None, ic="isic", illumination=True, mode="QR", seed=None
         wc = to_computational(q.arrays[i], q.geometry[i], dt, nt)
         src_coords, rec_coords = q.geometry.coordinates[i], d.geometry.coordinates[i]
         rc = from_computational_adjoint(d.arrays[i], d.geometry[i], dt, nt)
-        if not probed:
+        scale.append(1.0 / dt)
+        if storage is not None:
+            k = stored_subsample(storage, wc, dt, nt)
+            _, store, lam = run_stored_forward(model, src_coords, wc, rec_coords, dt, nt, storage, k,
+                                               illumination=True, layers=False)
+            with store:
+                img[0] += run_stored_adjoint(model, rec_coords, rc, dt, nt, store) / dt
+                if infos[i] is not None:
+                    infos[i].update(k=k, energy=store.stats["energy"], noise=store.stats["noise"])
+        elif not probed:
             _, usave, lam = run_forward(model, src_coords, wc, rec_coords, dt, nt, save=True,
                                         illumination=True)
             _, grad, _ = run_adjoint(model, rec_coords, rc, dt, nt, usave=usave,
@@ -272,11 +303,21 @@ def rtm(model, q, d, ps=None, ic="isic", illumination=True, mode="QR", seed=None
             else:
                 probing = probes_for_shot(opts, wc, dt, nt, d[i], rngs[i], dtype=model.dtype)
                 probing.direct = shifts is None and ic != "isic"
-            _, ubar_f, lam = run_forward(model, src_coords, wc, rec_coords, dt, nt, probing=probing,
-                                         illumination=True)
+            points = None if infos[i] is None else infos[i].get("points")
+            fwd_rec = rec_coords if points is None else np.vstack([rec_coords, points.coords])
+            traces, ubar_f, lam = run_forward(model, src_coords, wc, fwd_rec, dt, nt, probing=probing,
+                                              illumination=True)
+            if infos[i] is not None:
+                infos[i].update(k=probing.subsample, r=probing.r)
+            u_sub = None if points is None else np.array(traces[::probing.subsample, len(rec_coords):])
+            del traces
             adj_ic = "isic" if ic == "isic" else "as"
-            _, grad, vbar_f = run_adjoint(model, rec_coords, rc, dt, nt, probing=probing,
-                                          ubar=ubar_f, ic=adj_ic, restore_ubar=False)
+            v, grad, vbar_f = run_adjoint(model, rec_coords, rc, dt, nt, probing=probing,
+                                          ubar=ubar_f, ic=adj_ic, restore_ubar=False,
+                                          src_coords=None if points is None else points.coords)
+            if points is not None:
+                v = np.vstack([v, np.zeros((1, v.shape[1]), v.dtype)])  # v[nt] = 0
+                infos[i]["exact_samples"] = sampled_exact_gradient(u_sub, v, probing.subsample, dt)
             if grad is not None:  # "as" accumulated directly in the adjoint run
                 img[0] += grad / dt
             elif is_distributed() and shifts is None:  # the image per rank, ū and v̄ stay split
@@ -299,7 +340,13 @@ def rtm(model, q, d, ps=None, ic="isic", illumination=True, mode="QR", seed=None
         out = out / (lam_out + eps * lam_out.max())
         lam_out = lam_out.astype(np.float32)
     out = out.astype(np.float32)
-    return (out[0] if shifts is None else out), lam_out
+    image = out[0] if shifts is None else out
+    if not return_info:
+        return image, lam_out
+    info = strategy_info(model, q, d, opts, chosen, infos, image, scale=scale,
+                         weight=None if lam_out is None else 1.0 / (lam_out + eps * lam_out.max()),
+                         estimate=ic == "as")
+    return image, lam_out, info
 
 
 # --------------------------------------------------------------------------- LS-RTM

@@ -41,17 +41,20 @@ Equation builders (each written once, used by every factory):
 * :func:`imaging_condition` — the per-time-step image expressions (``"as"``: ``u·v̈``,
   ``"isic"``: ``u·Δv + ∇u·∇v``);
 * :func:`probe_equations` — accumulation of ``Qᵀ`` applied to a field (ring buffer or per step),
-  completed inside the time loop (no flush after it).
+  completed inside the time loop (no flush after it);
+* :func:`slot_equations` — every k-th field value into one of ``B`` slots (stored strategies).
 
 Factories (memoised on the :class:`~timeprobe.workspace.Workspace`, each configuration compiled
-once): :func:`forward_operator`, :func:`adjoint_operator`, :func:`derivatives_operator`.
+once): :func:`forward_operator`, :func:`adjoint_operator`, :func:`derivatives_operator`, and the
+chunked pair of the stored (Nyquist, compressed, disk) strategies :func:`slot_forward_operator`,
+:func:`slot_adjoint_operator`.
 """
 from __future__ import annotations
 
 import builtins
 
 import sympy
-from devito import ConditionalDimension, Eq, Function, Inc, TimeFunction, solve
+from devito import ConditionalDimension, DefaultDimension, Eq, Function, Inc, TimeFunction, solve
 
 from .compat import floor_div
 from .probe_buffers import (buffered_slots, flush_time, inner_probe_axis, placeholder, probe_dims, probe_region,
@@ -59,7 +62,8 @@ from .probe_buffers import (buffered_slots, flush_time, inner_probe_axis, placeh
 from .workspace import build_operator
 
 __all__ = ["wave_stencil", "propagation", "imaging_condition", "probe_equations", "IMAGING_EXPRESSIONS",
-           "forward_operator", "adjoint_operator", "derivatives_operator", "snapshot_field"]
+           "forward_operator", "adjoint_operator", "derivatives_operator", "snapshot_field", "slot_equations",
+           "snapshot_slots", "slot_gradient", "slot_forward_operator", "slot_adjoint_operator"]
 
 #: imaging conditions with a per-time-step expression (:func:`imaging_condition`)
 IMAGING_EXPRESSIONS = ("as", "isic")
@@ -261,3 +265,92 @@ def derivatives_operator(ws):
         return f, outs, [Eq(o, e) for o, e in zip(outs, exprs)]
     f, outs, eqs = ws.cached(("derivatives",), make)
     return ws.operator(("derivatives",), lambda: build_operator(ws, eqs, "Derivatives")), f, outs
+
+
+# =========================================================================== chunked stored runs
+def snapshot_slots(ws, B, margin, name="ubuf"):
+    """The placeholder ``ubuf[j, x_r]`` of ``B`` snapshot slots on the region that leaves out
+    ``margin`` points of each absorbing layer (:func:`~timeprobe.probe_buffers.probe_region`;
+    ``margin = nbl`` is the physical domain). Slot-major: each slot is one contiguous array.
+    ``name``: ``"ubuf"`` (forward snapshots) or ``"vbuf"`` (recorded adjoint ``v̈``)."""
+    def make():
+        region = probe_region(ws, margin)
+        slot = ws.cached(("dim", "slot", B), lambda: DefaultDimension(name="slot", default_value=B))
+        return Function(name=name, dimensions=(slot,) + region.dimensions, shape=(B,) + region.shape,
+                        space_order=0, dtype=ws.dtype)
+    return ws.cached(("snapshot_slots", name, B, margin), make)
+
+
+def slot_gradient(ws, margin):
+    """The placeholder of the gradient on the region (``grad_s[x_r]``) of the chunked adjoint."""
+    def make():
+        region = probe_region(ws, margin)
+        return Function(name="grad_s", dimensions=region.dimensions, shape=region.shape, space_order=0,
+                        dtype=ws.dtype)
+    return ws.cached(("slot_gradient", margin), make)
+
+
+def _slot_conditions(ws, k, B):
+    """``c_j``: time steps ``n`` with ``n mod k·B = j·k`` (slot ``j`` of the chunk holding ``n``)."""
+    return ws.cached(("slot_conditions", k, B), lambda: [
+        ConditionalDimension(name=f"sslot{j}", parent=ws.time_dim,
+                             condition=sympy.Eq(sympy.Mod(ws.time_dim, k * B), j * k)) for j in range(B)])
+
+
+def slot_equations(ws, expr, k, B, margin, weight=None, name="ubuf"):
+    """Every k-th value of ``expr`` (a grid expression) into the ``B`` slots, or back out of them.
+
+    ``weight=None`` (forward): ``ubuf[j] = expr`` at time steps ``n ≡ j·k (mod k·B)``, so that once
+    the chunk of times ``[c·kB, (c+1)·kB)`` has run, slot ``j`` holds ``expr`` at ``n = c·kB + j·k``,
+    i.e. snapshot ``s = c·B + j``. Otherwise (adjoint): ``grad_s += weight·ubuf[j]·expr`` at those
+    time steps — the caller fills the slots with the chunk's snapshots before running it.
+    ``name``: the slot buffer (:func:`snapshot_slots`).
+    """
+    region = probe_region(ws, margin)
+    x = region.dimensions
+    buf = snapshot_slots(ws, B, margin, name)
+    expr = region.at(expr)
+    conds = _slot_conditions(ws, k, B)
+    if weight is None:
+        return [Eq(buf[(j,) + x], expr, implicit_dims=(c,)) for j, c in enumerate(conds)]
+    grad = slot_gradient(ws, margin)
+    return [Inc(grad, weight * buf[(j,) + x] * expr, implicit_dims=(c,)) for j, c in enumerate(conds)]
+
+
+def slot_forward_operator(ws, k, B, margin, illum=False):
+    """Forward modelling that also writes every k-th ``u`` into ``B`` slots (:func:`slot_equations`).
+
+    Run in chunks ``time_m = c·kB … time_M = (c+1)·kB − 1``: the modulo-buffered ``u`` continues
+    from one call to the next, and after each call the slots hold that chunk's snapshots.
+    ``illum``: also ``illum += dt·u²``.
+    """
+    def make():
+        u = ws.field("u")
+        eqs = propagation(ws, u, inject="src", sample="rec")
+        if illum:
+            eqs += [Inc(ws.function("illum"), ws.dt_symbol * u * u)]
+        eqs += slot_equations(ws, u, k, B, margin)
+        return build_operator(ws, eqs, "ForwardSlots")
+    return ws.operator(("forward_slots", k, B, margin, illum), make)
+
+
+def slot_adjoint_operator(ws, k, B, margin, record=False):
+    """Adjoint modelling with ``grad_s −= k·dt·ubuf[j]·v̈`` at ``n ≡ j·k (mod k·B)`` — the
+    ``("snapshots", k, nsnap)`` gradient of :func:`adjoint_operator`, chunk by chunk, on the region.
+
+    Run backwards in the chunks of :func:`slot_forward_operator`, the slots refilled with each
+    chunk's snapshots before its call. Cross-correlation imaging condition (``"as"``) only: the
+    stored snapshots live on the region, without the halo the ISIC derivatives would need.
+    ``record``: also write ``v̈`` at those time steps into the slots ``vbuf`` (studies of the
+    gradient's time structure, e.g. ``scripts/probe_designs.py``).
+    """
+    def make():
+        v = ws.field("u")  # the forward field is dead: its buffers carry the adjoint field
+        eqs = propagation(ws, v, forward=False, inject="rec", sample=None)
+        # the "as" condition correlates u with v̈: imaging_condition("as", 1, v) is v̈ itself
+        vdd = imaging_condition("as", 1, v, ws.space_dims)
+        eqs += slot_equations(ws, vdd, k, B, margin, weight=-k * ws.dt_symbol)
+        if record:
+            eqs += slot_equations(ws, vdd, k, B, margin, name="vbuf")
+        return build_operator(ws, eqs, "AdjointSlots")
+    return ws.operator(("adjoint_slots", k, B, margin, record), make)

@@ -51,6 +51,17 @@ reaches only 0.80 and 0.65 on the whole model (the near-source wavefield precede
 recorded arrival). Weighting by the source spectrum helped in the second case at r ≤ 32 and
 hurt slightly in the first, so it is an option, not the default.
 
+Designs measured against these defaults (``scripts/probe_designs.py``, ``benchmarks/probe_designs.md``;
+one shot each of overthrust_small 3 s and 8 s, an edge-source layered model, an edge-source salt
+model; adjoint driven by the residual): 3 power iterations or 3r oversampling change the cosine by
+< 2e-3; probes from the residual alone are poor (0.38–0.64 at r = 32); the residual beside the
+observed record helps at r = 64 and hurts at r = 32; time-windowed (block-diagonal) probes lose
+at equal r, and keeping finished windows in 8 bit does not buy it back except in places. What
+helps everywhere is the current model's *synthetic* record beside the observed one (``probes_for_shot``
+with a tuple of records; ``fwi_objective(probe_data="synthetic")``): edge source 0.950 → 0.976 at
+r = 32 and 0.991 → 0.9999 at r = 64, others unchanged or better. It costs a plain forward run (or
+the previous iteration's record), so it is an option, not the default.
+
 Time axis: ``nt`` samples ``t = dt * arange(nt)`` (ms); frequencies in kHz. The data ``D``
 (observed shot record, ``(nt, nrec)``) must already be resampled onto that axis.
 
@@ -636,6 +647,9 @@ class ProbingOptions:
         (Devito's examples' convention; exact everywhere but on the outermost points), and
         probe fields skip the layers (:func:`timeprobe.probe_buffers.probe_margin`: 31 % less
         probe memory and work on the 801×207 Overthrust). Images are always restricted.
+    storage : None or timeprobe.storage.StorageOptions
+        With ``ps=None``: store every k-th snapshot (raw, 16 or 8 bit, RAM or disk) instead of
+        every snapshot (:mod:`timeprobe.storage`; the objectives parse the names).
     """
     ps: int | None = None
     mode: str = "QR"
@@ -644,6 +658,7 @@ class ProbingOptions:
     block: int | None = None
     probe_kwargs: dict = field(default_factory=dict)
     sum_padding: bool = True
+    storage: object = None
 
     def __post_init__(self):
         self.ps = check_ps(self.ps)
@@ -660,6 +675,8 @@ class ProbingOptions:
         self.probe_kwargs = dict(self.probe_kwargs or {})
         if not isinstance(self.sum_padding, (bool, np.bool_)):
             raise TypeError(f"sum_padding must be True or False, got {self.sum_padding!r}")
+        if self.storage is not None and self.ps is not None:
+            raise ValueError(f"choose probing (ps={self.ps}) or stored snapshots (storage), not both")
 
 
 @dataclass
@@ -780,8 +797,10 @@ def probes_for_shot(opts, wavelet_c, dt, nt, probe_data=None, seed=None, dtype=n
 
     ``opts`` a :class:`ProbingOptions` with ``ps`` set; ``wavelet_c`` the source wavelet on the
     computational axis (``dt`` ms, ``nt`` steps), which sets the subsampling; ``probe_data`` the
-    shot record (a one-shot :class:`timeprobe.Data`) that designs "QR"/"hutchpp" probes;
-    ``seed`` an int or Generator.
+    shot record (a one-shot :class:`timeprobe.Data`) that designs "QR"/"hutchpp" probes, or a
+    tuple of records designing them together, each scaled to unit Frobenius norm and placed side
+    by side (e.g. the observed and the current model's synthetic record, see
+    :func:`timeprobe.fwi_objective`'s ``probe_data``); ``seed`` an int or Generator.
     """
     from .geometry import resample
     r = opts.ps
@@ -798,7 +817,11 @@ def probes_for_shot(opts, wavelet_c, dt, nt, probe_data=None, seed=None, dtype=n
     if opts.mode in ("QR", "hutchpp"):
         if probe_data is None:
             raise ValueError(f"probing mode {opts.mode!r} needs the observed data to design its probes")
-        kwargs["data"] = resample(probe_data.arrays[0], probe_data.time, t_sub)
+        if isinstance(probe_data, (tuple, list)):
+            blocks = [resample(p.arrays[0], p.time, t_sub) for p in probe_data]
+            kwargs["data"] = np.hstack([b / max(float(np.linalg.norm(b)), np.finfo(float).tiny) for b in blocks])
+        else:
+            kwargs["data"] = resample(probe_data.arrays[0], probe_data.time, t_sub)
     if opts.mode == "dft":
         kwargs.setdefault("dt", k * dt)
         kwargs.setdefault("band", (0.0, max_frequency(wavelet_c, dt, rel=1e-2)))

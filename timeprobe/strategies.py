@@ -17,17 +17,25 @@ strategy       what is kept of ``u``                                  extra memo
                ``g ≈ −k·dt Σ_{n ≡ 0 mod k} u[n]·v̈[n]``)
 ``dft``        on-the-fly DFT at ``nf`` frequencies = probing with    ``2·nf·N`` (+ ring)  the accumulation
                ``mode="dft"``: ``2·nf`` real columns (cos/sin pairs)
+``nyquist``    every k-th snapshot (padded grid), k at the source's   ``nsnap·N·b/8``      encoding (NumPy)
+               Poisson bound, stored in ``bits`` = 32, 16             (+ tile scales,
+               or 8 (int tiles) in RAM or a temporary file            chunk slots)
+               (``fwi_objective(storage=...)``, :mod:`timeprobe.storage`)
 ``checkpoint`` ``c`` checkpoints of 2 time levels of ``u`` (pyrevolve  ``2·c·N_halo``       recomputation
                optimal schedule + ``devito.checkpointing``); exact    (+ ``v``: 3·N_halo)  (≈ 1–2 extra fwd)
 ``probe``      ``ū = dt·Qᵀu``, r columns (``fwi_objective(ps=r)``)    ``r·N`` (+ ring)      the accumulation
+``auto``       the most accurate of full / nyquist / probe that fits  ``≤ budget_mb``      —
+               ``budget_mb`` (``fwi_objective(budget_mb=...)``,
+               :mod:`timeprobe.budget`)
 =============  =====================================================  ===================  ==================
 
-``N``: the padded grid (the gradient's probe fields cover the absorbing layers, whose ``m``
-copies the edge points: :meth:`timeprobe.Model.pad_adjoint`; with ``sum_padding=False`` the
-physical domain plus ``space_order/2`` points, :func:`timeprobe.probe_buffers.probe_margin`);
-``N_halo``: the padded
-grid with the stencil halo. ``full`` and ``checkpoint`` are exact (identical terms, round-off only);
-``subsample`` with ``k = 1`` is exact too.
+``N``: the padded grid (the gradient's probe fields and stored snapshots cover the absorbing
+layers, whose ``m`` copies the edge points: :meth:`timeprobe.Model.pad_adjoint`; with
+``sum_padding=False`` the probe fields cover the physical domain plus ``space_order/2`` points,
+:func:`timeprobe.probe_buffers.probe_margin`, and stored snapshots the physical domain ``N_p``);
+``N_halo``: the padded grid with the stencil halo. ``full`` and ``checkpoint`` are exact
+(identical terms, round-off only); ``subsample`` with ``k = 1`` is exact too; ``nyquist`` with
+``bits=32`` equals ``subsample`` at the same k.
 """
 from __future__ import annotations
 
@@ -43,11 +51,12 @@ from .mpi import global_array
 from .objectives import fwi_objective, to_physical
 from .operators import adjoint_operator, forward_operator, snapshot_field
 from .propagators import check_inputs
+from .storage import StorageOptions
 from .workspace import use_model
 
 __all__ = ["gradient", "STRATEGIES"]
 
-STRATEGIES = ("full", "subsample", "dft", "checkpoint", "probe")
+STRATEGIES = ("full", "subsample", "nyquist", "dft", "checkpoint", "probe", "auto")
 
 
 def _check_int(name, value, minimum=1):
@@ -144,11 +153,17 @@ def gradient(model, q, d, strategy="probe", **opts):
       forwarded to ``fwi_objective(ps=2·nf, mode="dft")``.
     * ``"checkpoint"``: ``n_checkpoints`` (default ``None``: pyrevolve's choice for the
       available memory; an int fixes the number of 3-level checkpoints).
+    * ``"nyquist"``: ``bits`` (32, 16 or 8; default 32), ``storage`` ("ram" or "disk"),
+      ``k`` ("auto": the Poisson bound, or an int), ``chunk``, ``tile``, ``directory`` (disk),
+      ``return_info`` — ``fwi_objective(storage=StorageOptions(...))``.
     * ``"probe"``: ``ps`` (number of probes, default 32), ``mode`` ("QR"), ``seed``,
-      ``subsample``, ``method``, ``block``, ``probe_kwargs`` — forwarded to
+      ``subsample``, ``method``, ``block``, ``probe_kwargs``, ``return_info`` — forwarded to
       ``fwi_objective(ps=ps, ...)``.
+    * ``"auto"``: ``budget_mb`` (required), ``allow_disk``, ``seed``, ``return_info`` —
+      ``fwi_objective(budget_mb=...)``.
 
     Every strategy also takes ``sum_padding`` (default True, see :func:`fwi_objective`).
+    With ``return_info=True`` the result is ``(f, g, info)`` (:func:`timeprobe.fwi_objective`).
     Unknown strategies or options raise ``ValueError``/``TypeError``.
     """
     if strategy not in STRATEGIES:
@@ -156,7 +171,9 @@ def gradient(model, q, d, strategy="probe", **opts):
     allowed = {"full": set(), "subsample": {"k"},
                "dft": {"nf", "seed", "subsample", "method", "block"},
                "checkpoint": {"n_checkpoints"},
-               "probe": {"ps", "mode", "seed", "subsample", "method", "block", "probe_kwargs"}}[strategy]
+               "nyquist": {"bits", "storage", "k", "chunk", "tile", "directory", "return_info"},
+               "probe": {"ps", "mode", "seed", "subsample", "method", "block", "probe_kwargs", "return_info"},
+               "auto": {"budget_mb", "allow_disk", "seed", "return_info"}}[strategy]
     allowed = allowed | {"sum_padding"}
     bad = set(opts) - allowed
     if bad:
@@ -170,6 +187,16 @@ def gradient(model, q, d, strategy="probe", **opts):
         o = dict(opts)
         ps = _check_int("ps", o.pop("ps", 32))
         return fwi_objective(model, q, d, ps=ps, sum_padding=sum_padding, **o)
+    if strategy == "nyquist":
+        o = dict(opts)
+        info = o.pop("return_info", False)
+        storage = StorageOptions(bits=o.pop("bits", 32), where=o.pop("storage", "ram"), subsample=o.pop("k", "auto"),
+                                 **o)
+        return fwi_objective(model, q, d, storage=storage, return_info=info, sum_padding=sum_padding)
+    if strategy == "auto":
+        if "budget_mb" not in opts:
+            raise TypeError("strategy 'auto' needs budget_mb (the working-memory budget, MiB)")
+        return fwi_objective(model, q, d, sum_padding=sum_padding, **opts)
     if strategy == "dft":
         o = dict(opts)
         nf = _check_int("nf", o.pop("nf", 16))

@@ -1,0 +1,189 @@
+r"""The working-memory budget autopilot: which gradient strategy, and how large, fits a budget.
+
+Working memory is what a gradient holds beyond plain forward modelling (the quantity
+``scripts/benchmark_gradients.py`` measures: peak RSS of the gradient − peak RSS of plain forward
+modelling). Per shot, in bytes (float32 fields; sizes from :func:`gradient_sizes`)::
+
+    common      = 12·N + 4·N_p + 4·nt_d·nrec          objective's float64 sum and the shot's padded
+                                                      gradient, the returned gradient, the residual
+    full        = common + 4·(nt + 1)·N_h + 4·N       every snapshot with its halo, the image copy
+    nyquist b   = common + nsnap·nbytes_b + 4·(B + 2)·N_s      (timeprobe.storage.stored_memory)
+    disk b      = common + B·nbytes_b + 4·(B + 2)·N_s
+    probe r     = common + 4·(r + B_ring + 1)·N_r      r accumulators ū, the ring, the gradient
+    + estimate  = 4·M·(nt + 1 + nsub)                 probing with ``return_info`` (timeprobe.accuracy);
+                                                      M ≤ 1000 points; under a budget at most a fifth
+                                                      of it (none below 20 points)
+
+with ``N`` the padded grid, ``N_h`` the padded grid with the stencil halo, ``N_r`` the probe region
+and ``N_s`` the stored snapshots' region (both the padded grid with ``sum_padding=True``, the
+default; else the physical domain + space_order/2, and the physical domain), ``N_p`` the physical
+domain, ``nt`` computational steps, ``nt_d·nrec`` the shot record, ``nsnap = ⌊(nt−1)/k⌋ + 1``
+Nyquist snapshots, ``nbytes_b = N_s·b/8 + 4·ntiles`` per encoded snapshot, ``B`` snapshots per chunk, ``B_ring`` the
+probes' ring slots.
+
+The plan (:func:`plan`) walks the candidates in order of expected accuracy and takes the first
+that fits:
+
+    full (exact) > nyquist 32 bit > disk 32 bit > nyquist 16 > disk 16 > nyquist 8 > disk 8
+                 > probing with the largest r that fits (r ≤ nsub)
+
+Disk candidates only with ``allow_disk`` (True or a folder). Stored candidates try chunks
+``B = 8, 4, 2, 1`` (fewer slots, more ``apply`` calls). Measured cosines behind this order
+(``benchmarks/storage_strategies.md``, ``benchmarks/probe_designs.md``): Nyquist ≥ 0.99999 (−60 dB
+Poisson bound), 16 bit ≈ Nyquist, 8 bit (8×8 tiles) 0.99998–0.99999, probing 0.87–0.995 at
+r = 16–64 — every storage mode is more accurate than any probing that fits in less memory.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .accuracy import DEFAULT_SAMPLES, sampling_memory
+from .geometry import computational_axis, to_computational
+from .probe_buffers import region_bounds, region_shape
+from .probing import DEFAULT_BLOCK, default_subsample
+from .storage import StorageOptions, stored_margin, stored_memory
+
+__all__ = ["Plan", "gradient_sizes", "strategy_memory", "plan", "estimate_samples", "MIB", "MIN_SAMPLES"]
+
+#: fewest points of a sampled accuracy estimate (below: none, ``accuracy`` None)
+MIN_SAMPLES = 20
+
+MIB = 2.0 ** 20
+
+_STORED_ORDER = ((32, "ram"), (32, "disk"), (16, "ram"), (16, "disk"), (8, "ram"), (8, "disk"))
+_CHUNKS = (8, 4, 2, 1)
+
+
+def gradient_sizes(model, q, d, layers=True):
+    """The sizes the memory formulas need, for the shots of ``q``/``d`` (the largest over shots).
+
+    ``layers``: the gradient sums the absorbing layers onto the edge (``sum_padding=True``), so
+    probe fields and stored snapshots cover the padded grid; False: the probe region and the
+    physical domain (:func:`timeprobe.probe_buffers.region_shape`,
+    :func:`timeprobe.storage.stored_margin`)."""
+    dt, nt = computational_axis(model, q.geometry, d.geometry)
+    so = model.space_order
+    ks = [int(default_subsample(to_computational(q.arrays[i], q.geometry[i], dt, nt), dt, nt, 1))
+          for i in range(q.nshots)]
+    stored = tuple(b - a for a, b in region_bounds(model.shape_padded, stored_margin(model, layers)))
+    return dict(N=int(np.prod(model.shape_padded)), N_h=int(np.prod([n + 2 * so for n in model.shape_padded])),
+                N_r=int(np.prod(region_shape(model, layers))), N_p=int(np.prod(model.shape)),
+                N_s=int(np.prod(stored)), shape=stored, nt=int(nt), dt=float(dt), k=min(ks),
+                traces=max(int(np.prod(a.shape)) for a in d.arrays))
+
+
+def _nsub(nt, k):
+    return (nt - 1) // k + 1
+
+
+def strategy_memory(sizes, strategy, ps=None, storage=None, samples=0, block=None):
+    """Predicted working memory (bytes) of one shot's gradient (module docstring).
+
+    ``strategy``: "full", "probe" (with ``ps``) or "stored" (with ``storage``, a
+    :class:`~timeprobe.storage.StorageOptions`); ``samples``: points of the sampled accuracy
+    estimate (probing with ``return_info``); ``block``: the probes' ring slots."""
+    s = sizes
+    common = 12 * s["N"] + 4 * s["N_p"] + 4 * s["traces"]
+    if strategy == "full":
+        return common + 4 * (s["nt"] + 1) * s["N_h"] + 4 * s["N"]
+    if strategy == "stored":
+        k = s["k"] if storage.subsample == "auto" else int(storage.subsample)
+        return common + stored_memory(storage, s["shape"], s["nt"], k)
+    if strategy == "probe":
+        B = block or DEFAULT_BLOCK
+        extra = sampling_memory(samples, s["nt"], _nsub(s["nt"], s["k"])) if samples else 0
+        return common + 4 * (ps + B + 1) * s["N_r"] + extra
+    raise ValueError(f"unknown strategy {strategy!r}")
+
+
+@dataclass
+class Plan:
+    """What the autopilot chose: ``strategy`` ("full", "probe" or a storage name such as
+    "nyquist8"), ``ps`` (probing) or ``storage`` (a StorageOptions), the predicted working
+    memory (bytes) and the candidates it considered ``[(name, bytes, fits)]``."""
+    strategy: str
+    ps: int | None = None
+    storage: StorageOptions | None = None
+    predicted_bytes: int = 0
+    budget_bytes: int = 0
+    candidates: list = field(default_factory=list)
+    samples: int = 0
+
+    @property
+    def predicted_mb(self):
+        return self.predicted_bytes / MIB
+
+
+def _check_budget(budget_mb):
+    if isinstance(budget_mb, bool) or not isinstance(budget_mb, (int, float, np.integer, np.floating)):
+        raise TypeError(f"budget_mb must be a number (MiB), got {budget_mb!r}")
+    if not np.isfinite(budget_mb) or budget_mb <= 0:
+        raise ValueError(f"budget_mb must be a positive number of MiB, got {budget_mb!r}")
+    return float(budget_mb)
+
+
+def estimate_samples(sizes, budget_bytes=None):
+    """Points of the sampled accuracy estimate: :data:`~timeprobe.accuracy.DEFAULT_SAMPLES` (at most
+    the physical points); under a budget, as many as fit in a fifth of it — 0 (no estimate) when
+    that is fewer than :data:`MIN_SAMPLES`."""
+    m = min(DEFAULT_SAMPLES, sizes["N_p"])
+    if budget_bytes is not None:
+        per = sampling_memory(1, sizes["nt"], _nsub(sizes["nt"], sizes["k"]))
+        m = min(m, int(0.2 * budget_bytes // per))
+    return int(m) if m >= MIN_SAMPLES else 0
+
+
+def plan(sizes, budget_mb, allow_disk=False, samples=0, block=None, tile=None, stored=True):
+    """The most accurate strategy whose working memory fits ``budget_mb`` MiB (module docstring).
+
+    ``sizes`` from :func:`gradient_sizes`; ``allow_disk``: False, True (system temp folder) or an
+    existing folder for the snapshot files; ``samples``: points of the probing's accuracy estimate
+    (counted in its memory; ``True``: :func:`estimate_samples`); ``stored=False``: full storage or
+    probing only. Raises ``ValueError`` naming the smallest need when nothing fits."""
+    budget = _check_budget(budget_mb) * MIB
+    if samples is True:
+        samples = estimate_samples(sizes, budget)
+    directory = None
+    if allow_disk not in (False, True, None):
+        directory = str(allow_disk)
+    cands = []
+
+    def consider(name, nbytes, **kw):
+        fits = nbytes <= budget
+        cands.append((name, int(nbytes), fits))
+        return Plan(name, predicted_bytes=int(nbytes), budget_bytes=int(budget), candidates=cands, **kw) \
+            if fits else None
+
+    found = consider("full", strategy_memory(sizes, "full"))
+    for bits, where in _STORED_ORDER if stored else ():
+        if found is not None:
+            break
+        if where == "disk" and not allow_disk:
+            continue
+        for B in _CHUNKS:
+            opts = StorageOptions(bits=bits, where=where, chunk=B, directory=directory if where == "disk" else None,
+                                  **({} if tile is None else dict(tile=tile)))
+            found = consider(opts.name if B == _CHUNKS[0] else f"{opts.name} (chunk {B})",
+                             strategy_memory(sizes, "stored", storage=opts), storage=opts)
+            if found is not None:
+                found.strategy = opts.name
+                break
+    if found is None:
+        nsub = _nsub(sizes["nt"], sizes["k"])
+        per = strategy_memory(sizes, "probe", ps=1, samples=samples, block=block) - 4 * sizes["N_r"]
+        r = int(min(nsub, (budget - per) // (4 * sizes["N_r"])))
+        if r >= 1:
+            found = consider(f"probe r={r}", strategy_memory(sizes, "probe", ps=r, samples=samples, block=block),
+                             ps=r, samples=int(samples))
+            found.strategy = "probe"
+        else:
+            consider("probe r=1", per + 4 * sizes["N_r"])
+    if found is None:
+        need = min(c[1] for c in cands)
+        raise ValueError(f"budget_mb={budget / MIB:g} MiB is below the smallest strategy's working memory "
+                         f"({need / MIB:.1f} MiB: {min(cands, key=lambda c: c[1])[0]})"
+                         + ("" if allow_disk else "; allow_disk=True would add the disk strategies"))
+    found.candidates = cands
+    return found

@@ -1,0 +1,406 @@
+r"""Stored-wavefield gradients: Nyquist-subsampled snapshots of ``u``, raw or compressed, in RAM or on disk.
+
+The FWI gradient ``g = −dt Σ_n u[n]·v̈[n]`` is a zero-lag correlation of two fields band-limited to
+the source's ``f_max``; sampled every ``k`` steps with ``k = ⌊1/(2 f_max dt)⌋``
+(:func:`timeprobe.probing.default_subsample`, the Poisson bound) the sum
+
+.. math:: g \approx -k\,\Delta t \sum_{s} u[k s]\cdot\ddot v[k s]
+
+is exact up to the source spectrum's −60 dB tail (measured: cosine 1.000000 with the exact gradient
+on four 2–8 s shots, ``benchmarks/probe_designs.md``). The bound assumes band-limited fields: a
+record cut while strong arrivals still come in starts the adjoint field abruptly (broadband) at
+``t = T``; on a 0.5 s test record that costs 1e-4 in cosine, and a high-pass image (``ic="kspace"``)
+magnifies it — set ``StorageOptions(subsample=...)`` smaller there. So only
+``nsnap = ⌊(nt−1)/k⌋ + 1`` snapshots of
+``u`` are needed, on the region the gradient needs (:func:`stored_margin`: the padded grid when the
+absorbing layers are summed onto the edge, ``sum_padding=True``; else the physical domain), stored through
+a :class:`~timeprobe.compression.Codec` (32 bit raw, 16 bit ``int16`` tiles, 8 bit ``int8`` tiles)
+in RAM or in a temporary file.
+
+How a shot runs (:func:`run_stored_forward`, :func:`run_stored_adjoint`):
+
+* the forward runs in chunks of ``k·B`` time steps (``op.apply(time_m, time_M)``: the
+  modulo-buffered ``u`` continues between calls); the operator
+  (:func:`~timeprobe.operators.slot_forward_operator`) writes every k-th ``u`` into ``B`` float32
+  slots; after each chunk NumPy encodes the slots into the store;
+* the adjoint runs backwards over the same chunks; before each it decodes the chunk's snapshots
+  into the slots, and its operator (:func:`~timeprobe.operators.slot_adjoint_operator`)
+  accumulates ``g −= k·dt·u_s·v̈`` at ``n = k·s``.
+
+With ``bits=32`` the result equals the ``"subsample"`` strategy (the same terms, on the stored
+region). Compressed: every stored sample obeys the codec's bound (``|e| ≤ s_b/2`` per tile), so
+
+.. math:: |g_{\rm stored}(x) - g_{\rm raw}(x)| \le k\,\Delta t\sum_s \tfrac12 s_{b(x),s}\,|\ddot v[k s, x]| .
+
+Working memory beyond plain forward modelling, in bytes (:func:`stored_memory`; ``N_p`` points of
+the stored region, ``nbytes = N_p·bits/8 + 4·ntiles`` per snapshot):
+
+* RAM:  ``nsnap·nbytes + (B + 2)·4·N_p`` (store, the slots, the encoder's scratch / the gradient);
+* disk: ``B·nbytes + (B + 2)·4·N_p`` (one chunk staged for the file; the file is not resident).
+
+Disk files: a new file made by :func:`tempfile.mkstemp` in the chosen folder (never an existing
+name), unlinked as soon as it is open where the OS allows it (POSIX: nothing is left behind even if
+the process dies), else removed by :meth:`SnapshotStore.close`; shots close their store in a
+``finally`` block, so errors clean up too.
+"""
+from __future__ import annotations
+
+import numbers
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+from devito import Function
+
+from .compat import release, wrap_array
+from .compression import codec_for_bits
+from .geometry import grid_coordinates
+from .mpi import is_distributed
+from .probe_buffers import region_bounds
+from .operators import slot_adjoint_operator, slot_forward_operator, slot_gradient, snapshot_slots
+from .probing import default_subsample
+from .propagators import adjoint_source_buffer
+from .workspace import use_model
+
+__all__ = ["StorageOptions", "SnapshotStore", "STORAGE_NAMES", "DEFAULT_CHUNK", "stored_subsample",
+           "stored_memory", "run_stored_forward", "run_stored_adjoint", "stored_margin"]
+
+#: snapshots per chunk (device slots B): the chunk's apply call costs ≈ 1 ms of Devito argument
+#: processing, negligible next to k·B time steps; the slots cost B·4·N_p bytes
+DEFAULT_CHUNK = 8
+
+#: the string shorthands of :meth:`StorageOptions.parse`
+STORAGE_NAMES = ("nyquist", "nyquist16", "nyquist8", "disk", "disk16", "disk8")
+
+_NAME = re.compile(r"^(nyquist|disk)(32|16|8)?$")
+
+
+def _check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class StorageOptions:
+    """How the forward wavefield is stored for a gradient (the alternative to probing).
+
+    bits : 32, 16 or 8
+        32: raw float32; 16: int16 with one scale per tile; 8: int8 with one scale per tile
+        (:func:`timeprobe.compression.codec_for_bits`).
+    where : "ram" or "disk"
+        Disk: a temporary file in ``directory`` (default :func:`tempfile.gettempdir`).
+    directory : str or None
+        Existing folder of the temporary file (``where="disk"``).
+    subsample : "auto" or int
+        ``k``; "auto": :func:`timeprobe.probing.default_subsample` (the Poisson bound).
+    chunk : int
+        Snapshots per chunk ``B`` (float32 slots on the device).
+    tile : int or None
+        Tile edge (points per axis) of the integer codecs' scales (None: 8 in 2D, 4 in 3D —
+        64 points per float32 scale).
+
+    String shorthands (:meth:`parse`): ``"nyquist"``/``"nyquist16"``/``"nyquist8"`` (RAM, 32/16/8
+    bit), ``"disk"``/``"disk16"``/``"disk8"``.
+    """
+    bits: int = 32
+    where: str = "ram"
+    directory: object = None
+    subsample: object = "auto"
+    chunk: int = DEFAULT_CHUNK
+    tile: int | None = None
+
+    def __post_init__(self):
+        if self.bits not in (32, 16, 8) or isinstance(self.bits, bool):
+            raise ValueError(f"storage bits must be 32, 16 or 8, got {self.bits!r}")
+        if self.where not in ("ram", "disk"):
+            raise ValueError(f"storage where must be 'ram' or 'disk', got {self.where!r}")
+        if self.directory is not None:
+            if self.where != "disk":
+                raise ValueError("storage directory is only used with where='disk'")
+            if not os.path.isdir(self.directory):
+                raise ValueError(f"storage directory {self.directory!r} is not an existing folder")
+        if self.subsample != "auto":
+            _check_int("storage subsample (k)", self.subsample, 1)
+        _check_int("storage chunk (snapshots per chunk)", self.chunk, 1)
+        if self.tile is not None:
+            _check_int("storage tile", self.tile, 1)
+
+    @classmethod
+    def parse(cls, spec):
+        """``None`` → None; a :class:`StorageOptions` → itself; a name of :data:`STORAGE_NAMES`
+        (also ``"nyquist32"``/``"disk32"``); a dict of the fields."""
+        if spec is None or isinstance(spec, cls):
+            return spec
+        if isinstance(spec, str):
+            m = _NAME.match(spec)
+            if not m:
+                raise ValueError(f"unknown storage {spec!r}; use one of {', '.join(STORAGE_NAMES)} "
+                                 f"or a timeprobe.storage.StorageOptions")
+            return cls(bits=int(m.group(2) or 32), where="ram" if m.group(1) == "nyquist" else "disk")
+        if isinstance(spec, dict):
+            return cls(**spec)
+        raise TypeError(f"storage must be None, a name ({', '.join(STORAGE_NAMES)}), a dict or a "
+                        f"StorageOptions, got {type(spec).__name__}")
+
+    @property
+    def name(self):
+        """``"nyquist8"``, ``"disk"``, … (the shorthand of bits and where)."""
+        return ("nyquist" if self.where == "ram" else "disk") + ("" if self.bits == 32 else str(self.bits))
+
+    @property
+    def codec(self):
+        return codec_for_bits(self.bits, self.tile)
+
+
+def stored_margin(model, layers=True):
+    """Points of each absorbing layer the stored snapshots leave out: none when the gradient sums
+    the layers onto the edge points (``layers``, ``sum_padding=True``: every padded point's
+    ``u`` is needed), else the whole layer (the physical domain)."""
+    return 0 if layers else model.nbl
+
+
+def stored_subsample(options, wavelet_c, dt, nt):
+    """The ``k`` of ``options`` for this shot (``"auto"``: the Poisson bound of the wavelet)."""
+    if options.subsample == "auto":
+        return int(default_subsample(wavelet_c, dt, nt, 1))
+    return int(options.subsample)
+
+
+def stored_memory(options, shape, nt, k):
+    """Bytes a stored gradient holds beyond plain forward modelling (module docstring), for a
+    stored region of ``shape`` (:func:`stored_margin`), ``nt`` computational steps and subsampling ``k``."""
+    n_p = int(np.prod(shape))
+    nsnap = (nt - 1) // k + 1
+    B = min(options.chunk, nsnap)
+    per = options.codec.nbytes(tuple(shape))
+    store = nsnap * per if options.where == "ram" else B * per
+    return store + (B + 2) * 4 * n_p
+
+
+class SnapshotStore:
+    """``nsnap`` encoded snapshots of ``shape`` (fixed ``codec.nbytes`` each), in RAM or in a file.
+
+    Use as a context manager (or call :meth:`close`): the file is removed on exit, error or not.
+    ``stats``: ``{"energy": Σ‖u_s‖², "noise": modelled Σ‖e_s‖², "max_scale": max tile scale}``.
+    """
+
+    def __init__(self, codec, shape, nsnap, where="ram", directory=None):
+        self.codec, self.shape, self.nsnap, self.where = codec, tuple(shape), int(nsnap), where
+        self.nbytes = codec.nbytes(self.shape)
+        self.stats = {"energy": 0.0, "noise": 0.0}
+        self._fd = self._path = None
+        self._ram = None
+        if where == "ram":
+            self._ram = np.empty((self.nsnap, self.nbytes), dtype=np.uint8)  # pages mapped when written
+        elif where == "disk":
+            fd, path = tempfile.mkstemp(prefix="timeprobe-snapshots-", suffix=".bin", dir=directory)
+            self._fd, self._path = fd, path
+            try:
+                os.unlink(path)  # POSIX: the open descriptor keeps the data; nothing left on a crash
+                self._path = None
+            except OSError:
+                pass
+        else:
+            raise ValueError(f"where must be 'ram' or 'disk', got {where!r}")
+
+    @property
+    def path(self):
+        """The file's path while it exists on the file system (None in RAM or once unlinked)."""
+        return self._path
+
+    @property
+    def stored_bytes(self):
+        return self.nsnap * self.nbytes
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        """Free the RAM store / close and remove the file (idempotent)."""
+        self._ram = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._path is not None:
+            try:
+                os.unlink(self._path)
+            except FileNotFoundError:
+                pass
+            self._path = None
+
+    def _check(self, s0, n):
+        if self._ram is None and self._fd is None:
+            raise RuntimeError("snapshot store is closed")
+        if s0 < 0 or s0 + n > self.nsnap:
+            raise IndexError(f"snapshots {s0}..{s0 + n - 1} outside 0..{self.nsnap - 1}")
+
+    def staging(self, n):
+        """Where :meth:`write` wants ``n`` encoded snapshots: the store's own rows (RAM) or a
+        reusable buffer (disk)."""
+        if self._ram is None:
+            buf = getattr(self, "_stage", None)
+            if buf is None or buf.shape[0] < n:
+                buf = self._stage = np.empty((n, self.nbytes), dtype=np.uint8)
+            return buf[:n]
+        return None
+
+    def encode(self, s0, slots, work=None):
+        """Encode ``slots`` (n, *shape float32) as snapshots ``s0 … s0+n−1``."""
+        n = slots.shape[0]
+        self._check(s0, n)
+        rows = self._ram[s0:s0 + n] if self._ram is not None else self.staging(n)
+        for j in range(n):
+            energy, noise = self.codec.encode(slots[j], rows[j], work)
+            self.stats["energy"] += energy
+            self.stats["noise"] += noise
+        if self._ram is None:
+            _pwrite_all(self._fd, rows, s0 * self.nbytes)
+
+    def decode(self, s0, slots):
+        """Decode snapshots ``s0 … s0+n−1`` into ``slots`` (n, *shape float32)."""
+        n = slots.shape[0]
+        self._check(s0, n)
+        if self._ram is not None:
+            rows = self._ram[s0:s0 + n]
+        else:
+            rows = self.staging(n)
+            _pread_all(self._fd, rows, s0 * self.nbytes)
+        for j in range(n):
+            self.codec.decode(rows[j], slots[j])
+
+    def rows(self, s0, n):
+        """The encoded bytes of snapshots ``s0 … s0+n−1`` (a copy for disk)."""
+        self._check(s0, n)
+        if self._ram is not None:
+            return self._ram[s0:s0 + n]
+        rows = np.empty((n, self.nbytes), dtype=np.uint8)
+        _pread_all(self._fd, rows, s0 * self.nbytes)
+        return rows
+
+    def relative_error(self):
+        """Modelled relative quantisation error of the whole store, ``sqrt(Σ‖e‖²/Σ‖u‖²)``."""
+        e = self.stats["energy"]
+        return float(np.sqrt(self.stats["noise"] / e)) if e > 0 else 0.0
+
+
+def _pwrite_all(fd, arr, offset):
+    view = memoryview(np.ascontiguousarray(arr)).cast("B")
+    done = 0
+    while done < len(view):
+        done += os.pwrite(fd, view[done:], offset + done)
+
+
+def _pread_all(fd, arr, offset):
+    view = memoryview(arr).cast("B")
+    done = 0
+    while done < len(view):
+        got = os.preadv(fd, [view[done:]], offset + done)
+        if got == 0:
+            raise OSError(f"snapshot file ended {len(view) - done} bytes early")
+        done += got
+
+
+# --------------------------------------------------------------------------- per-shot runs
+def _chunks(nt, k, B):
+    """(c, time_m, time_M, s0, n) of every chunk holding at least one time step of ``1 … nt−1``."""
+    nsnap = (nt - 1) // k + 1
+    out = []
+    for c in range(-(-nsnap // B)):
+        tm, tM = max(1, c * k * B), min(nt - 1, (c + 1) * k * B - 1)
+        s0 = c * B
+        n = min(B, nsnap - s0)
+        if tm <= tM:
+            out.append((c, tm, tM, s0, n))
+    return out
+
+
+def run_stored_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, options, k, illumination=False,
+                       layers=True):
+    """Forward-model one shot, storing every k-th ``u`` (the region of :func:`stored_margin` with
+    ``layers``) through ``options``.
+
+    Returns ``(traces (nt, nrec), store)`` — and the padded illumination ``dt·Σ u²`` with
+    ``illumination=True``. The caller closes ``store`` (a :class:`SnapshotStore`; it also carries
+    ``k``, ``chunk`` and the region margin for :func:`run_stored_adjoint`).
+    """
+    options = StorageOptions.parse(options)
+    if is_distributed():
+        raise NotImplementedError("stored snapshots (storage=...) do not run under Devito MPI yet: use ps=r "
+                                  "or full storage")
+    margin = stored_margin(model, layers)
+    shape = tuple(b - a for a, b in region_bounds(model.shape_padded, margin))
+    nsnap = (nt - 1) // k + 1
+    B = min(options.chunk, nsnap)
+    store = SnapshotStore(options.codec, shape, nsnap, options.where, options.directory)
+    store.k, store.chunk, store.margin = k, B, margin
+    try:
+        with use_model(model) as ws:
+            src = ws.new_sparse("src", grid_coordinates(model, src_coords), wavelet_c, nt=nt + 1)
+            traces = np.zeros((nt + 1, len(rec_coords)), dtype=ws.dtype)
+            rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), nt=nt + 1, buffer=traces)
+            op = slot_forward_operator(ws, k, B, margin, illum=illumination)
+            slots = np.zeros(snapshot_slots(ws, B, margin).shape, dtype=ws.dtype)
+            ubuf = _slot_view(ws, B, margin, slots)
+            ws.field("u").data[:] = 0
+            if illumination:
+                ws.function("illum").data[:] = 0
+            work = np.empty(shape, dtype=np.float32)
+            for _, tm, tM, s0, n in _chunks(nt, k, B):
+                op.apply(src=src, rec=rec, ubuf=ubuf, dt=dt, time_m=tm, time_M=tM)
+                store.encode(s0, slots[:n], work)
+            illum = np.array(ws.function("illum").data) if illumination else None
+            release(src, rec, ubuf)
+    except BaseException:
+        store.close()
+        raise
+    return (traces[:nt], store, illum) if illumination else (traces[:nt], store)
+
+
+def _slot_view(ws, B, margin, array, name="ubuf"):
+    ph = snapshot_slots(ws, B, margin, name)
+    return Function(name=ph.name, dimensions=ph.dimensions, shape=ph.shape, space_order=0, dtype=ws.dtype,
+                    **wrap_array(array))
+
+
+def run_stored_adjoint(model, rec_coords, residual_c, dt, nt, store, record=None):
+    """Back-propagate ``residual_c`` (nt, nrec) and correlate with the stored snapshots.
+
+    Returns the gradient ``−k·dt Σ_s u_s·v̈[k s]`` on the padded grid (zero outside the stored region).
+    ``record``: a float32 store (:class:`SnapshotStore` with the same ``nsnap`` and region) that also
+    receives ``v̈[k s]`` on that region (for studies of the gradient's time structure).
+    """
+    k, B, margin = store.k, store.chunk, store.margin
+    with use_model(model) as ws:
+        buf = adjoint_source_buffer(residual_c, nt) if residual_c.dtype == ws.dtype else None
+        if buf is not None:  # the forward's traces overwritten by the adjoint source: no copy
+            rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), nt=nt + 1, buffer=buf)
+        else:
+            rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), residual_c, nt=nt + 1)
+        op = slot_adjoint_operator(ws, k, B, margin, record=record is not None)
+        slots = np.zeros(snapshot_slots(ws, B, margin).shape, dtype=ws.dtype)
+        kwargs = dict(rec=rec, ubuf=_slot_view(ws, B, margin, slots), dt=dt)
+        if record is not None:
+            if record.nsnap != store.nsnap:
+                raise ValueError(f"record store holds {record.nsnap} snapshots, the run has {store.nsnap}")
+            vslots = np.zeros_like(slots)
+            kwargs["vbuf"] = _slot_view(ws, B, margin, vslots, "vbuf")
+        g_ph = slot_gradient(ws, margin)
+        g_region = np.zeros(g_ph.shape, dtype=ws.dtype)
+        kwargs["grad_s"] = Function(name=g_ph.name, dimensions=g_ph.dimensions, shape=g_ph.shape,
+                                    space_order=0, dtype=ws.dtype, **wrap_array(g_region))
+        ws.field("u").data[:] = 0
+        for _, tm, tM, s0, n in reversed(_chunks(nt, k, B)):
+            store.decode(s0, slots[:n])
+            op.apply(time_m=tm, time_M=tM, **kwargs)
+            if record is not None:
+                record.encode(s0, vslots[:n])
+        release(*(kwargs[name] for name in ("rec", "ubuf", "grad_s")), kwargs.get("vbuf"))
+    grad = np.zeros(model.shape_padded, dtype=model.dtype)
+    grad[tuple(slice(a, b) for a, b in region_bounds(model.shape_padded, margin))] = g_region
+    return grad
