@@ -33,7 +33,8 @@ from .compat import wrap_array
 
 __all__ = ["ProbeLayout", "probe_layout", "probe_margin", "region_slices", "ProbeRegion", "probe_region",
            "probe_dims", "block_dim", "inner_probe_axis", "swap_probe_axis", "placeholder",
-           "new_buffer", "buffer_view", "TIME_INDEXED"]
+           "new_buffer", "buffer_view", "TIME_INDEXED", "GATHER_UNROLL", "GatherLayout", "ImageDomain",
+           "image_domain", "extended_dims", "gather_dims", "gather_placeholder", "new_gather_buffer"]
 
 #: probe arrays indexed by time (their first axis has the run's length, not the placeholder's)
 TIME_INDEXED = ("Qt", "Qblk", "Wtail")
@@ -174,3 +175,134 @@ def buffer_view(ws, name, layout, buffer):
         raise RuntimeError("probe buffer could not be viewed without a copy")
     return Function(name=name, dimensions=ph.dimensions, shape=shape, space_order=0,
                     dtype=ws.dtype, **wrap_array(view))
+
+
+# =========================================================================== gathers
+# Subsurface-offset and time-lag gathers (timeprobe.imaging.gathers) correlate *imaging factors*
+# of the two fields (``a_c`` of u, ``b_c`` of v, with Σ_c a_c·b_c the imaging condition) at
+# points shifted by ±h along one axis. The factors live on the physical domain only (zero
+# outside), in buffers extended by ``pad = max|s|`` zero points on both sides of the offset
+# axis, so that one loop nest reads every shift in bounds; the gathers live on the physical
+# domain. The probed correlation takes a block of probes at a time: the block axis sits just
+# before the innermost spatial one, split in ``(pc, q)`` with ``q`` (GATHER_UNROLL probes)
+# unrolled in the loop body and ``pc`` looped over (the innermost spatial loop is vectorised).
+
+#: probes summed in one statement of the probed correlation (the rest are a loop)
+GATHER_UNROLL = 4
+
+
+class GatherLayout(NamedTuple):
+    """The operator configuration of a gathers run (what the compiled code depends on)."""
+    axis: int        # spatial axis of the offsets (0: x, …, dim − 1: z)
+    shifts: tuple    # grid shifts s_j of the offsets h_j = s_j·spacing[axis]
+    ncomp: int       # imaging factors per side (1: "as"; 1 + dim: "isic")
+    nlag: int        # lags per operator run (exact in-loop gathers); 1 for the probed ones
+    block: int       # probes per correlation block (a multiple of GATHER_UNROLL); 0: exact
+    nbl: int         # absorbing points on every side: the image is the physical domain
+
+    @property
+    def pad(self):
+        return max(abs(int(s)) for s in self.shifts)
+
+
+class ImageDomain:
+    """The physical domain ``[nbl, n − nbl)`` of the padded grid, with dimensions of its own
+    (images and gathers live there), and its extension by ``pad`` points on both sides of
+    one axis (where the shifted imaging factors are read)."""
+
+    def __init__(self, ws, nbl):
+        self.t = nbl
+        self.shape = tuple(n - 2 * nbl for n in ws.shape)
+        self.dimensions = tuple(DefaultDimension(name=f"{d.name}i", default_value=n)
+                                for d, n in zip(ws.space_dims, self.shape))
+        # the same points, looped over when the imaging factors are written: distinct loop
+        # dimensions keep the correlation of the shifted factors in a loop nest of its own, after
+        # theirs (Devito fuses nests over the same dimensions even when a statement reads what a
+        # later iteration writes)
+        self.write_dimensions = tuple(DefaultDimension(name=f"{d.name}w", default_value=n)
+                                      for d, n in zip(ws.space_dims, self.shape))
+        self.to_grid = {d: di + nbl for d, di in zip(ws.space_dims, self.write_dimensions)}
+
+    def at(self, expr, subs=None):
+        """``expr`` (grid fields and derivatives) evaluated at the image points, indexed by
+        :attr:`write_dimensions` (after the extra substitutions ``subs``, e.g. a time shift)."""
+        e = expr.evaluate
+        if subs:
+            e = e.subs(subs)
+        return e.subs(self.to_grid)
+
+
+def image_domain(ws, nbl):
+    """The :class:`ImageDomain` of ``nbl`` absorbing points, one object per workspace."""
+    return ws.cached(("image", nbl), lambda: ImageDomain(ws, nbl))
+
+
+def _dim(ws, name, size):
+    return ws.cached(("dim", name, size), lambda: DefaultDimension(name=name, default_value=size))
+
+
+def extended_dims(ws, glayout):
+    """The image dimensions with the offset axis replaced by its ``pad``-extended version, and
+    their sizes."""
+    dom = image_domain(ws, glayout.nbl)
+    dims, shape = list(dom.dimensions), list(dom.shape)
+    a = glayout.axis
+    shape[a] += 2 * glayout.pad
+    dims[a] = _dim(ws, ws.space_dims[a].name + "e", shape[a])
+    return tuple(dims), tuple(shape)
+
+
+def gather_dims(ws, glayout):
+    """``{name: (dimensions, shape)}`` of the gathers placeholders (:func:`gather_placeholder`)."""
+    dom = image_domain(ws, glayout.nbl)
+    ext, ext_shape = extended_dims(ws, glayout)
+    nlag, nh, nc = glayout.nlag, len(glayout.shifts), glayout.ncomp
+    lag, hoff, comp = _dim(ws, "lag", nlag), _dim(ws, "hoff", nh), _dim(ws, "comp", nc)
+    out = {"gath": ((lag, hoff) + dom.dimensions, (nlag, nh) + dom.shape)}
+    if glayout.block:
+        npc = glayout.block // GATHER_UNROLL
+        pc, q = _dim(ws, "pc", npc), _dim(ws, "q", GATHER_UNROLL)
+
+        def inner(space, sizes):  # the block axes just before the innermost spatial one
+            return (tuple(space[:-1]) + (pc, q) + tuple(space[-1:]),
+                    tuple(sizes[:-1]) + (npc, GATHER_UNROLL) + tuple(sizes[-1:]))
+        fd, fs = inner(ext, ext_shape)
+        out.update(gfu=((comp,) + fd, (nc,) + fs), gfv=((comp,) + fd, (nc,) + fs),
+                   gin=inner(ws.space_dims, ws.shape))
+    else:
+        out.update(gfu=((lag, comp) + ext, (nlag, nc) + ext_shape), gfv=((comp,) + ext, (nc,) + ext_shape))
+    return out
+
+
+def gather_placeholder(ws, name, glayout):
+    """The placeholder ``Function`` ``name`` of the gathers operators built for ``glayout``.
+
+    Names: ``gath`` (lag, offset, *image dims: the gathers), ``gfu``/``gfv`` (the imaging
+    factors of u and v on the extended image domain: probed ``(comp, …, pc, q, z)``, exact
+    ``(lag, comp, …)`` / ``(comp, …)``), ``gin`` (probed: a block of probe fields on the padded
+    grid, ``(x, …, pc, q, z)`` with the stencil halo, whose derivatives give the factors).
+    """
+    dims, shape = gather_dims(ws, glayout)[name]
+
+    def make():
+        if name == "gin":
+            return Function(name=name, grid=ws.grid, dimensions=dims, shape=shape,
+                            space_order=ws.space_order, dtype=ws.dtype)
+        return Function(name=name, dimensions=dims, shape=shape, space_order=0, dtype=ws.dtype)
+    return ws.cached(("gather", name, tuple(id(d) for d in dims)), make)
+
+
+def new_gather_buffer(ws, name, glayout, buffer=None):
+    """A fresh Function like the gathers placeholder ``name``, on ``buffer`` (C-contiguous, the
+    placeholder's shape; no copy) or on zeros. ``gin`` has the stencil halo: Devito allocates it."""
+    ph = gather_placeholder(ws, name, glayout)
+    if name == "gin":
+        return Function(name=name, grid=ws.grid, dimensions=ph.dimensions, shape=ph.shape,
+                        space_order=ws.space_order, dtype=ws.dtype)
+    if buffer is None:
+        buffer = np.zeros(ph.shape, dtype=ws.dtype)
+    if buffer.shape != ph.shape or buffer.dtype != ws.dtype:
+        raise ValueError(f"gathers buffer {name!r} must be {np.dtype(ws.dtype).name} {ph.shape}, "
+                         f"got {buffer.dtype} {buffer.shape}")
+    return Function(name=name, dimensions=ph.dimensions, shape=ph.shape, space_order=0, dtype=ws.dtype,
+                    **wrap_array(buffer))
