@@ -396,10 +396,60 @@ def _correlate_probes(model, ubar, vbar, glayout, ic, C, G, block):
         release(gfu, gfv, *gath, *( [gin] if factors else []))
 
 
+def _padded_probe_fields(model, glayout, r):
+    """Zeroed ū-shaped array (probe region, r) with ``direct_pad`` zero rows on both sides of x:
+    ``(whole, the probe field's part)`` (the part is a C-contiguous slice: x is outermost)."""
+    shape = tuple(n - 2 * probe_margin(model) for n in model.shape_padded)
+    P = glayout.direct_pad
+    whole = np.zeros((shape[0] + 2 * P,) + shape[1:] + (r,), dtype=model.dtype)
+    return whole, whole[P:P + shape[0]]
+
+
+def _correlate_direct(model, ubig, vbig, glayout, G):
+    """``G[0] −= Σ_p ū_p(x − s)·v̄_p(x + s)`` straight from the zero-padded probe fields (one apply)."""
+    r = ubig.shape[-1]
+    P, off = glayout.direct_pad, glayout.region_offset
+    views = []
+    for big in (ubig, vbig):
+        part = big[P:big.shape[0] - P]
+        swap_probe_axis(part, to_inner=True)
+        v = big.reshape(big.shape[:-2] + (r, big.shape[-2]))  # (x, …, p, z), as swapped
+        # the imaging factors live on the physical domain: zero the probe region's margins
+        for ax, n in enumerate(model.shape):
+            lo = (P if ax == 0 else 0) + off
+            for sl in (slice(0, lo), slice(lo + n, v.shape[ax if ax < model.dim - 1 else v.ndim - 1])):
+                idx = [slice(None)] * v.ndim
+                idx[ax if ax < model.dim - 1 else v.ndim - 1] = sl
+                v[tuple(idx)] = 0
+        views.append(v.reshape(v.shape[:-2] + (r // GATHER_UNROLL, GATHER_UNROLL, v.shape[-1])))
+    with use_model(model) as ws:
+        gfu, gfv = (new_gather_buffer(ws, name, glayout, v) for name, v in zip(("gfu", "gfv"), views))
+        gath = new_gather_buffer(ws, "gath", glayout, G[0:1])
+        gather_correlation_operator(ws, glayout).apply(gath=gath, gfu=gfu, gfv=gfv)
+        release(gfu, gfv, gath)
+
+
 def _gathers_probed_shot(model, src_coords, wc, rec_coords, rc, dt, nt, glayout, ic, steps, probing,
                          lag_columns, illumination, G, info):
     """Probed gathers of one shot into ``G``; returns Λ (padded grid) or None."""
     probing.direct = False
+    info.setdefault("k", []).append(probing.subsample)
+    r = probing.r
+    if ic != "isic" and glayout.axis == 0 and not np.any(steps != 0) and r % GATHER_UNROLL == 0:
+        # x offsets of the cross-correlation: correlate ū and v̄ where they lie (no copies)
+        direct = glayout._replace(block=r, margin=probe_margin(model))
+        ubig, upart = _padded_probe_fields(model, direct, r)
+        out = run_forward(model, src_coords, wc, rec_coords, dt, nt, probing=probing,
+                          illumination=illumination, probe_buffer=upart)
+        ubar, lam = out[1], (out[2] if illumination else None)
+        release(ubar)
+        del upart
+        vbig, vpart = _padded_probe_fields(model, direct, r)
+        _, _, vbar = run_adjoint(model, rec_coords, rc, dt, nt, probing=probing, ic="as", probe_buffer=vpart)
+        release(vbar)
+        del vpart
+        _correlate_direct(model, ubig, vbig, direct, G)
+        return lam
     out = run_forward(model, src_coords, wc, rec_coords, dt, nt, probing=probing, illumination=illumination)
     ubar, lam = out[1], (out[2] if illumination else None)
     C = None
@@ -410,7 +460,6 @@ def _gathers_probed_shot(model, src_coords, wc, rec_coords, rc, dt, nt, glayout,
                       direct=False, dtype=model.dtype)
         info.setdefault("lag_columns", []).append(linfo["extra"])
         info.setdefault("lag_residual", []).append(linfo["residual"])
-    info.setdefault("k", []).append(probing.subsample)
     _, _, vbar = run_adjoint(model, rec_coords, rc, dt, nt, probing=adj, ic="isic" if ic == "isic" else "as",
                              restore_ubar=False)
     block = min(GATHER_BLOCK, -(-probing.r // GATHER_UNROLL) * GATHER_UNROLL)

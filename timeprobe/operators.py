@@ -312,7 +312,15 @@ def _factor_equations(ws, glayout, out, lead, factors, subs=None, implicit_dims=
 
 
 def _correlation_terms(glayout, A, B, s, lead_a, lead_b, space, block_axes=None):
-    """``Σ_c (Σ_q) A[c, x − s (, pc, q)]·B[c, x + s (, pc, q)]`` at the image points ``space``."""
+    """``Σ_c (Σ_q) A[c, x − s (, pc, q)]·B[c, x + s (, pc, q)]`` at the image points ``space``
+    (the direct layout reads the probe fields, on the probe region, without a component axis)."""
+    if glayout.direct:
+        off = glayout.region_offset
+        base = _shifted([d + off for d in space], 0, glayout.direct_pad)
+        ia, ib = _shifted(base, 0, -s), _shifted(base, 0, s)
+        pc = block_axes
+        return builtins.sum(A[tuple(ia[:-1]) + (pc, k, ia[-1])] * B[tuple(ib[:-1]) + (pc, k, ib[-1])]
+                            for k in range(GATHER_UNROLL))
     ia = _shifted(space, glayout.axis, glayout.pad - s)
     ib = _shifted(space, glayout.axis, glayout.pad + s)
     terms = []
@@ -346,12 +354,13 @@ def gather_correlation_operator(ws, glayout):
 
         ``gath[0, j, x] −= Σ_c Σ_p gfu[c, x − s_j, p]·gfv[c, x + s_j, p]``
 
-    (``x ± s_j`` along the offset axis; the factors are zero outside the physical domain)."""
+    (``x ± s_j`` along the offset axis; the factors are zero outside the physical domain). With
+    the direct layout (``glayout.direct``) ``gfu``/``gfv`` are ū and v̄ themselves, all probes."""
     def make():
         G = gather_placeholder(ws, "gath", glayout)
         A, B = (gather_placeholder(ws, n, glayout) for n in ("gfu", "gfv"))
         space = image_domain(ws, glayout.nbl).dimensions
-        pc = gather_dims(ws, glayout)["gin"][0][-3]
+        pc = gather_dims(ws, glayout)["gfu"][0][-3]
         eqs = [Inc(G[(0, j) + tuple(space)], -_correlation_terms(glayout, A, B, s, (), (), space, pc))
                for j, s in enumerate(glayout.shifts)]
         return build_operator(ws, eqs, "GatherCorrelation")

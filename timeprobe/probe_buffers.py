@@ -199,10 +199,27 @@ class GatherLayout(NamedTuple):
     nlag: int        # lags per operator run (exact in-loop gathers); 1 for the probed ones
     block: int       # probes per correlation block (a multiple of GATHER_UNROLL); 0: exact
     nbl: int         # absorbing points on every side: the image is the physical domain
+    margin: int = -1  # >= 0: the factors are the probe fields themselves, read on the probe region
+    #                   of this margin, zero-padded along the (outermost) offset axis ("as", x)
 
     @property
     def pad(self):
         return max(abs(int(s)) for s in self.shifts)
+
+    @property
+    def direct(self):
+        """Whether the correlation reads the probe fields ū, v̄ themselves (no factor blocks)."""
+        return self.margin >= 0
+
+    @property
+    def region_offset(self):
+        """Where the physical domain starts inside the probe region (direct layout)."""
+        return self.nbl - self.margin
+
+    @property
+    def direct_pad(self):
+        """Zero rows the probe fields need on both sides of the offset axis (direct layout)."""
+        return max(self.pad - self.region_offset, 0)
 
 
 class ImageDomain:
@@ -259,7 +276,19 @@ def gather_dims(ws, glayout):
     nlag, nh, nc = glayout.nlag, len(glayout.shifts), glayout.ncomp
     lag, hoff, comp = _dim(ws, "lag", nlag), _dim(ws, "hoff", nh), _dim(ws, "comp", nc)
     out = {"gath": ((lag, hoff) + dom.dimensions, (nlag, nh) + dom.shape)}
-    if glayout.block:
+    if glayout.direct:  # the probe fields, (x, …, p, z) with p split in (pc, q), x zero-padded
+        if glayout.axis != 0:
+            raise ValueError("the direct gathers layout pads the outermost axis (x offsets) only")
+        region = probe_region(ws, glayout.margin)
+        rdims, rshape = list(region.dimensions), list(region.shape)
+        rshape[0] += 2 * glayout.direct_pad
+        rdims[0] = _dim(ws, ws.space_dims[0].name + "d", rshape[0])
+        npc = glayout.block // GATHER_UNROLL
+        pc, q = _dim(ws, "pc", npc), _dim(ws, "q", GATHER_UNROLL)
+        dims = tuple(rdims[:-1]) + (pc, q) + (rdims[-1],)
+        shape = tuple(rshape[:-1]) + (npc, GATHER_UNROLL) + (rshape[-1],)
+        out.update(gfu=(dims, shape), gfv=(dims, shape))
+    elif glayout.block:
         npc = glayout.block // GATHER_UNROLL
         pc, q = _dim(ws, "pc", npc), _dim(ws, "q", GATHER_UNROLL)
 
