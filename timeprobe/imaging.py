@@ -260,7 +260,9 @@ class Gathers(NamedTuple):
         The source illumination Λ the image was divided by (None when not requested).
     info : dict
         What the run did: ``ps``, ``ic``, ``storage`` (exact) or per-shot ``k`` (time subsampling),
-        ``lag_columns`` (extra adjoint probe columns for the lags) and ``lag_residual``.
+        ``correlation`` ("in place": x offsets of "as"/"kspace" without lags read ū and v̄ where they
+        lie; else "factor blocks"), ``lag_columns`` (extra adjoint probe columns for the lags) and
+        ``lag_residual``.
     """
     image: np.ndarray
     offsets: np.ndarray
@@ -437,6 +439,7 @@ def _gathers_probed_shot(model, src_coords, wc, rec_coords, rc, dt, nt, glayout,
     r = probing.r
     if ic != "isic" and glayout.axis == 0 and not np.any(steps != 0) and r % GATHER_UNROLL == 0:
         # x offsets of the cross-correlation: correlate ū and v̄ where they lie (no copies)
+        info["correlation"] = "in place"
         direct = glayout._replace(block=r, margin=probe_margin(model))
         ubig, upart = _padded_probe_fields(model, direct, r)
         out = run_forward(model, src_coords, wc, rec_coords, dt, nt, probing=probing,
@@ -450,6 +453,7 @@ def _gathers_probed_shot(model, src_coords, wc, rec_coords, rc, dt, nt, glayout,
         del vpart
         _correlate_direct(model, ubig, vbig, direct, G)
         return lam
+    info["correlation"] = "factor blocks"
     out = run_forward(model, src_coords, wc, rec_coords, dt, nt, probing=probing, illumination=illumination)
     ubar, lam = out[1], (out[2] if illumination else None)
     C = None
