@@ -21,6 +21,10 @@ Configurations: ``plain`` (forward + adjoint, no storage: the time reference), `
 grid spacing, centred on 0) and ``r`` probes (``--r``); all with ``ic="as"`` and no illumination.
 Extras on the first case (``--extras``): ISIC and 21 time lags at 41 offsets / r = 64.
 
+Data: the reflection data ``d_obs − F(m0)q`` are migrated; the "QR" probes are designed from the
+observed record ``d_obs`` (``probe_data``): designed from the reflections alone they miss the
+forward field's early, near-source part (cosine ≈ 0.5 at r = 64 on the Overthrust shot).
+
 Cases: ``overthrust2d`` — ``overthrust_small`` (401×121 at 25 m, nbl 40, from
 ``$TIMEPROBE_DATA/models``), 2 s record, 8 Hz Ricker at mid-model, 50 m depth, a receiver on every
 column at 12.5 m; ``thrust3d`` — ``models.synthetic_thrust_3d`` 81×81×51 at 25 m (nbl 10), 1 s,
@@ -113,7 +117,9 @@ def models_of(case):
 
 
 def setup(case, t):
-    """(model0, q, d) of one shot of ``case`` recorded for ``t`` ms; d = d_obs − F(m0)q, cached."""
+    """(model0, q, d, d_obs) of one shot of ``case`` recorded for ``t`` ms: the reflection data
+    ``d = d_obs − F(m0)q`` (migrated) and the observed record (which designs the "QR" probes: its
+    direct arrivals put the forward field's early, near-source part in the probes' span); cached."""
     model, model0 = models_of(case)
     b = model.domain_bounds
     if model.dim == 2:
@@ -134,14 +140,14 @@ def setup(case, t):
     CACHE.mkdir(parents=True, exist_ok=True)
     fn = CACHE / f"gathers_{case}_{t:g}.npy"
     arr = np.load(fn) if fn.exists() else None
-    if arr is None or arr.shape != (rg.nt, rec.shape[0]):
+    if arr is None or arr.shape != (2, rg.nt, rec.shape[0]):
         d1 = tp.forward(model, q, rg).arrays[0]
         d0 = tp.forward(model0, q, rg).arrays[0]
-        arr = d1 - d0
+        arr = np.stack([d1 - d0, d1])
         tmp = fn.with_suffix(f".{os.getpid()}.npy")
         np.save(tmp, arr)
         os.replace(tmp, fn)
-    return model0, q, tp.Data(rg, [arr])
+    return model0, q, tp.Data(rg, [arr[0]]), tp.Data(rg, [arr[1]])
 
 
 def case_info(model0, q, d):
@@ -174,7 +180,7 @@ def configs(case, offsets, rs, extras):
     return out
 
 
-def run_config(model0, q, d, cfg):
+def run_config(model0, q, d, d_obs, cfg):
     """Run one configuration; returns its gathers (None for plain runs)."""
     from timeprobe.geometry import computational_axis, to_computational
     from timeprobe.propagators import run_adjoint, run_forward
@@ -193,7 +199,7 @@ def run_config(model0, q, d, cfg):
         # τ in steps of 5·dt: the fields are correlated 2τ = 10 time steps apart per lag step
         lags = 5 * model0.dt * np.arange(-cfg["nlag"], cfg["nlag"] + 1)
     g = tp.gathers(model0, q, d, ps=cfg["ps"], offsets=offsets, lags=lags, ic=cfg.get("ic", "as"),
-                   illumination=False, seed=0)
+                   illumination=False, seed=0, probe_data=d_obs)
     return g
 
 
@@ -226,18 +232,18 @@ def reset_peak():
 
 def worker_memory(case, t, cfg):
     """Subprocess body: working memory of one configuration (peak − plain-modelling peak)."""
-    model0, q, d = setup(case, t)
+    model0, q, d, d_obs = setup(case, t)
     plain = dict(kind="plain_forward")
-    run_config(model0, q, d, plain)
-    out = run_config(model0, q, d, cfg)  # code generation, compilation, first run
+    run_config(model0, q, d, d_obs, plain)
+    out = run_config(model0, q, d, d_obs, cfg)  # code generation, compilation, first run
     info = out.info if out is not None else {}
     del out
     ok = reset_peak()
-    run_config(model0, q, d, plain)
+    run_config(model0, q, d, d_obs, plain)
     base = peak_memory_mb()
     reset_peak()
     t0 = time.perf_counter()
-    out = run_config(model0, q, d, cfg)
+    out = run_config(model0, q, d, d_obs, cfg)
     wall = time.perf_counter() - t0
     peak = peak_memory_mb()
     return dict(base_mb=base, peak_mb=peak, working_mb=peak - base, peak_reset=ok, wall_s=wall,
@@ -246,12 +252,12 @@ def worker_memory(case, t, cfg):
 
 def worker_timing(case, t, cfgs, repeats, gdir):
     """Subprocess body: every configuration warmed up, then interleaved ``repeats`` times."""
-    model0, q, d = setup(case, t)
+    model0, q, d, d_obs = setup(case, t)
     times = {c["name"]: [] for c in cfgs}
     for c in cfgs:
         print("warm", case, c["name"], flush=True)
         t0 = time.perf_counter()
-        g = run_config(model0, q, d, c)
+        g = run_config(model0, q, d, d_obs, c)
         times[c["name"]].append(("warm", time.perf_counter() - t0))
         if g is not None:
             np.save(Path(gdir) / f"{c['name']}.npy", g.image)
@@ -260,7 +266,7 @@ def worker_timing(case, t, cfgs, repeats, gdir):
     for rep in range(repeats):
         for c in cfgs:
             t0 = time.perf_counter()
-            run_config(model0, q, d, c)
+            run_config(model0, q, d, d_obs, c)
             times[c["name"]].append((rep, time.perf_counter() - t0))
             print("rep", rep, c["name"], round(times[c["name"]][-1][1], 3), flush=True)
     return dict(times=times, info=case_info(model0, q, d))
@@ -372,7 +378,9 @@ def markdown(results):
              "configuration in its own process, peak RSS of one run minus the peak of one plain forward "
              "modelling (same process, after a first run). Cosine: with the exact in-loop gathers of the same "
              "offsets / lags / imaging condition, over the whole cube. Offsets along x, spaced by the grid "
-             "spacing and centred on 0; `ic=\"as\"` unless marked; one shot.", ""]
+             "spacing and centred on 0; `ic=\"as\"` unless marked; one shot; reflection data d − F(m0)q "
+             "migrated, \"QR\" probes designed from the observed record. `lags21`: 21 time lags τ = 5·dt·k, "
+             "k = −10 … 10, at h = 0.", ""]
     for case, res in results.items():
         info, rows = res["info"], res["rows"]
         lines += [f"## {case}", "",

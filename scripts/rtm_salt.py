@@ -64,7 +64,9 @@ def obn_acquisition(model, water_depth, nshots, nrec, t, dt=2.0, f0=0.015):
 
 
 def reflection_case(small=True, seam_path=None):
-    """Model, smooth background, acquisition and reflection data d − F(m0)q of one size."""
+    """Model, smooth background, acquisition, reflection data d − F(m0)q of one size and the
+    observed records d (they design the "QR" probes: the direct arrivals put the forward field's
+    early part in the probes' span)."""
     if seam_path:
         model, wd = load_seam(seam_path, spacing=12.5)
         nshots, nrec, t = 16, 200, 6000.0
@@ -79,7 +81,7 @@ def reflection_case(small=True, seam_path=None):
     d = tp.forward(model, q, rec)
     d0 = tp.forward(model0, q, rec)
     dd = tp.Data(rec, [a - b for a, b in zip(d.arrays, d0.arrays)])
-    return model, model0, q, rec, dd
+    return model, model0, q, rec, dd, d
 
 
 def gather_offsets(model, small=True):
@@ -163,7 +165,7 @@ def run(small=True, seam_path=None, r=64, seed=0, measure=True, slow=0.9):
     time and (``measure``) its peak-memory increase in this process (:func:`measured`).
     """
     mapped = map_large_arrays() if measure else False
-    model, model0, q, rec, dd = reflection_case(small, seam_path)
+    model, model0, q, rec, dd, d = reflection_case(small, seam_path)
     from timeprobe.propagators import computational_axis
     dt, nt = computational_axis(model0, q.geometry, rec)
     r = min(r, nt)
@@ -171,9 +173,11 @@ def run(small=True, seam_path=None, r=64, seed=0, measure=True, slow=0.9):
     wrong = model0.with_m(model0.m / slow ** 2)
 
     def gathers(m, ps):
-        return tp.gathers(m, q, dd, ps=ps, offsets=offsets, ic="isic", seed=seed, illumination=False).image[0]
+        return tp.gathers(m, q, dd, ps=ps, offsets=offsets, ic="isic", seed=seed, illumination=False,
+                          probe_data=d).image[0]
     jobs = {"image, exact": lambda: tp.rtm(model0, q, dd, ps=None, ic="isic", progress=False),
-            "image, probed": lambda: tp.rtm(model0, q, dd, ps=r, ic="isic", seed=seed, progress=False),
+            "image, probed": lambda: tp.rtm(model0, q, dd, ps=r, ic="isic", seed=seed, probe_data=d,
+                                            progress=False),
             "plain forward + adjoint": lambda: plain_run(model0, q, dd),
             "exact, right velocity": lambda: gathers(model0, None),
             "probed, right velocity": lambda: gathers(model0, r),

@@ -248,7 +248,8 @@ def test_bad_input(tiny):
            (dict(lags=[model0.dt], storage="checkpoint"), ValueError, "storage='full'"),
            (dict(storage="disk"), ValueError, "storage must be one of"),
            (dict(ic="foo"), ValueError, "imaging condition"),
-           (dict(ps=4, lags=[model0.dt], lag_columns=-1), ValueError, "lag_columns")]
+           (dict(ps=4, lags=[model0.dt], lag_columns=-1), ValueError, "lag_columns"),
+           (dict(ps=4, probe_data=np.zeros((10, 3))), TypeError, "probe_data")]
     for kwargs, err, msg in bad:
         with pytest.raises(err, match=msg):
             tp.gathers(model0, q, dd, illumination=False, **kwargs)
