@@ -48,8 +48,11 @@ Probed (``ps=r``): after one probed forward and one probed adjoint run,
 
     I(τ, h, x) ≈ −(1/dt) Σ_p Σ_c a_c(ū_p)(x − h e_h) · b_c(v̄_{τ,p})(x + h e_h),
 
-computed by :func:`timeprobe.operators.gather_correlation_operator` — one loop nest over the
-image, a block of probes and every offset — from ū and v̄ alone (r·N floats each). A time lag
+computed from ū and v̄ alone (r·N floats each) by batched BLAS: for a tile of image points along
+the offset axis, one product ``Σ_c A_c B_cᵀ`` (``A_c``: the factors of ū on the rows the tile reads,
+probes as columns) per line of the other axes holds every offset's correlation on its band
+(``_correlate``); the ISIC factors (derivatives) come from
+:func:`timeprobe.operators.gather_factors_operator`, a block of probes at a time. A time lag
 is a change of probes: ``v̄_τ = (S_τᵀQ)ᵀ w`` with ``(S_τᵀQ)[s, p] = q_p(t_s − 2τ)`` (band-limited
 interpolation of the probe columns; exact shifts when ``2τ`` is a multiple of ``k·dt``). All lags
 come from one adjoint run with the probes ``Q_a = [orth(Q) | E]``, ``E`` the dominant left
@@ -69,10 +72,8 @@ from .compat import release
 from .geometry import (Data, computational_axis, from_computational_adjoint, grid_coordinates,
                        resampling_operator, to_computational)
 from .objectives import jacobian_adjoint
-from .operators import (forward_operator, gather_adjoint_operator, gather_correlation_operator,
-                        gather_factors_operator)
-from .probe_buffers import (GATHER_UNROLL, GatherLayout, gather_placeholder, new_gather_buffer, probe_margin,
-                            region_slices, swap_probe_axis)
+from .operators import forward_operator, gather_adjoint_operator, gather_factors_operator
+from .probe_buffers import GatherLayout, new_gather_buffer, probe_margin, region_slices
 from .probing import DEFAULT_BLOCK, Probing, ProbingOptions, probes_for_shot, shot_generators
 from .propagators import born, check_dm, check_inputs, forward, run_adjoint, run_forward
 from .workspace import use_model
@@ -275,9 +276,7 @@ class Gathers(NamedTuple):
         The source illumination Λ the image was divided by (None when not requested).
     info : dict
         What the run did: ``ps``, ``ic``, ``storage`` (exact) or per-shot ``k`` (time subsampling),
-        ``correlation`` ("in place": x offsets of "as"/"kspace" without lags read ū and v̄ where they
-        lie; else "factor blocks"), ``lag_columns`` (extra adjoint probe columns for the lags) and
-        ``lag_residual``.
+        ``lag_columns`` (extra adjoint probe columns for the lags) and ``lag_residual``.
     """
     image: np.ndarray
     offsets: np.ndarray
@@ -341,109 +340,89 @@ def _checkpointed(model, ws, src_coords, wc, rec_coords, dt, nt, glayout, fic, n
     release(src, rec)
 
 
-def _merge_block_axes(v):
-    """(…, pc, q, z) → (…, pc·q, z), a view (never a silent copy)."""
-    out = v.reshape(v.shape[:-3] + (v.shape[-3] * v.shape[-2], v.shape[-1]))
-    if not np.shares_memory(out, v):
-        raise RuntimeError("gathers block buffer could not be viewed without a copy")
-    return out
+def _correlate(G, A, B, shifts, tile=32, cmax=1 << 21):
+    """``G[j, …, x] −= Σ_c Σ_p A_c[…, x − s_j, p]·B_c[…, x + s_j, p]`` by batched matrix products.
 
-
-def _block_view(buf, glayout, phys):
-    """``buf`` (comp, *extended image with (pc, q) before the last axis) → its image part as
-    (comp, …, block, z) (the (pc, q) axes merged; a view)."""
-    a, pad = glayout.axis, glayout.pad
-    idx = [slice(None)] * buf.ndim
-    idx[1 + a if a < len(phys) - 1 else buf.ndim - 1] = slice(pad, pad + phys[a])
-    return _merge_block_axes(buf[tuple(idx)])
-
-
-def _correlate_probes(model, ubar, vbar, glayout, ic, C, G, block):
-    """``G[l] −= Σ_p`` of the imaging condition's factors of ū and v̄_l at shifted points, one
-    block of ``block`` probes at a time (:func:`gather_correlation_operator`).
-
-    ``ubar`` (region, r), ``vbar`` (region, r_a) probe-field arrays, both transposed here in place
-    to (…, p, z) (their content is spent); ``C`` (nlag, r_a, r) the lag mixing of v̄ (None: one lag,
-    ``v̄`` itself).
+    ``G`` (nh, *other, n), the offset axis last; ``A``, ``B``: lists (one per imaging factor) of
+    arrays (*other, n, k), the offset axis at −2, probes last (zero outside ``0 … n − 1``). For a
+    tile of ``tile`` image points the rows the tile reads, ``[x0 − S, x1 + S)``, are multiplied at
+    once, ``C = Σ_c A_c B_cᵀ`` (one BLAS product per line of the other axes, K = k), and the
+    band's entries ``C[x − s, x + s]`` are the gathers of every offset; ``cmax`` floats bound C.
     """
-    r = ubar.shape[-1]
-    ra = vbar.shape[-1]
-    swap_probe_axis(ubar, to_inner=True)
-    swap_probe_axis(vbar, to_inner=True)
-    U = ubar.reshape(ubar.shape[:-2] + (r, ubar.shape[-2]))      # (…, p, z), the bytes as swapped
-    V = vbar.reshape(vbar.shape[:-2] + (ra, vbar.shape[-2]))
+    n = A[0].shape[-2]
+    S = max(abs(int(s)) for s in shifts)
+    other = A[0].shape[:-2]
+    per_lead = int(np.prod(other[1:])) if len(other) > 1 else 1
+    for x0 in range(0, n, tile):
+        x1 = min(n, x0 + tile)
+        r0, r1 = max(0, x0 - S), min(n, x1 + S)
+        w = r1 - r0
+        step = max(1, cmax // (per_lead * w * w))
+        for l0 in range(0, other[0] if other else 1, step):
+            lead = slice(l0, l0 + step) if other else Ellipsis
+            C = None
+            for a, b in zip(A, B):
+                prod = np.matmul(a[lead][..., r0:r1, :], np.swapaxes(b[lead][..., r0:r1, :], -1, -2))
+                C = prod if C is None else C.__iadd__(prod)
+            for j, s in enumerate(shifts):
+                x = np.arange(max(x0, r0 + abs(s)), min(x1, r1 - abs(s)))
+                if x.size:
+                    G[j][lead][..., x] -= C[..., x - s - r0, x + s - r0]
+
+
+def _factor_rows(buf, axis):
+    """A factor block ``(*image, comp, block)`` as ``(…, n_axis, comp·block)`` (a view): every
+    imaging factor in one product, their probes side by side."""
+    flat = buf.reshape(buf.shape[:-2] + (buf.shape[-2] * buf.shape[-1],))
+    if not np.shares_memory(flat, buf):
+        raise RuntimeError("gathers factor block could not be viewed without a copy")
+    return np.moveaxis(flat, axis, -2)
+
+
+def _probed_correlation(model, ubar, vbar, glayout, ic, C, G, block):
+    """``G[l] −= Σ_p`` of the imaging condition's factors of ū_p and v̄_{l,p} at shifted points.
+
+    ``ubar`` (probe region, r), ``vbar`` (probe region, r_a) probe-field arrays; ``C`` (nlag, r_a, r)
+    the lag mixing of v̄ (None: one lag, ``v̄`` itself). The cross-correlation without lags uses
+    ū and v̄ as they lie; otherwise blocks of ``block`` probes: their factors ("isic": the
+    derivatives, :func:`gather_factors_operator`) or lag-mixed v̄ are formed one block at a time.
+    """
+    a = glayout.axis
     phys = _physical_slices(model)
-    inner = lambda a: a[phys[:-1] + (slice(None), phys[-1])]  # noqa: E731 — (…, p, z) physical part
-    Up, Vp = inner(U), inner(V)
-    shape = model.shape
-    nlag = G.shape[0]
-    factors = ic == "isic"
+    r = ubar.shape[-1]
+    C = None if C is None else C.astype(ubar.dtype)
+    rows = lambda f: np.moveaxis(f, a, -2)  # noqa: E731 — (…, n_axis, probes): what _correlate reads
+    Gm = [np.moveaxis(G[lag], 1 + a, -1) for lag in range(G.shape[0])]  # (nh, …, n_axis) views
+    Up, Vp = ubar[phys], vbar[phys]
+    if ic != "isic" and C is None:
+        _correlate(Gm[0], [rows(Up)], [rows(Vp)], glayout.shifts)
+        return
     with use_model(model) as ws:
-        gfu, gfv = new_gather_buffer(ws, "gfu", glayout), new_gather_buffer(ws, "gfv", glayout)
-        Au, Av = (_block_view(f.data.view(np.ndarray), glayout, shape) for f in (gfu, gfv))
-        corr = gather_correlation_operator(ws, glayout)
-        if factors:
-            gin = new_gather_buffer(ws, "gin", glayout)
-            gin_view = gin.data.view(np.ndarray)
-            reg = region_slices(model)
-            gin_in = _merge_block_axes(gin_view[reg[:-1] + (slice(None), slice(None), reg[-1])])
+        if ic == "isic":
+            gfu, gfv, gin = (new_gather_buffer(ws, n, glayout) for n in ("gfu", "gfv", "gin"))
+            gin_in = gin.data.view(np.ndarray)[region_slices(model)]
             fu, fv = (gather_factors_operator(ws, glayout, "isic", side) for side in ("u", "v"))
-        gath = [new_gather_buffer(ws, "gath", glayout, G[l:l + 1]) for l in range(nlag)]
+            factors = lambda f: [_factor_rows(f.data.view(np.ndarray), a)]  # noqa: E731
         for p0 in range(0, r, block):
             n = min(block, r - p0)
-            # u side: the factors of ū_p0…p0+n (the rest of the block stays zero)
-            if factors:
-                gin_in[..., :n, :] = U[..., p0:p0 + n, :]
-                gin_in[..., n:, :] = 0
+            if ic == "isic":
+                gin_in[..., :n] = ubar[..., p0:p0 + n]
+                gin_in[..., n:] = 0
                 fu.apply(gin=gin, gfu=gfu)
+                A = factors(gfu)
             else:
-                Au[0][..., :n, :] = Up[..., p0:p0 + n, :]
-                Au[0][..., n:, :] = 0
-            for lag in range(nlag):
-                dst = gin_in if factors else Av[0]
-                if C is None:
-                    dst[..., :n, :] = (V if factors else Vp)[..., p0:p0 + n, :]
-                else:  # v̄_τ = C_τᵀ v̄_a, this block's columns: batched (n × r_a)·(r_a × nz) products
-                    np.matmul(C[lag][:, p0:p0 + n].T.astype(V.dtype), V if factors else Vp,
-                              out=dst[..., :n, :])
-                dst[..., n:, :] = 0
-                if factors:
+                A = [rows(Up[..., p0:p0 + n])]
+            for lag, Gl in enumerate(Gm):
+                if ic == "isic":
+                    gin_in[..., :n] = vbar[..., p0:p0 + n] if C is None else vbar @ C[lag][:, p0:p0 + n]
+                    gin_in[..., n:] = 0
                     fv.apply(gin=gin, gfv=gfv)
-                corr.apply(gath=gath[lag], gfu=gfu, gfv=gfv)
-        release(gfu, gfv, *gath, *( [gin] if factors else []))
-
-
-def _padded_probe_fields(model, glayout, r):
-    """Zeroed ū-shaped array (probe region, r) with ``direct_pad`` zero rows on both sides of x:
-    ``(whole, the probe field's part)`` (the part is a C-contiguous slice: x is outermost)."""
-    shape = tuple(n - 2 * probe_margin(model) for n in model.shape_padded)
-    P = glayout.direct_pad
-    whole = np.zeros((shape[0] + 2 * P,) + shape[1:] + (r,), dtype=model.dtype)
-    return whole, whole[P:P + shape[0]]
-
-
-def _correlate_direct(model, ubig, vbig, glayout, G):
-    """``G[0] −= Σ_p ū_p(x − s)·v̄_p(x + s)`` straight from the zero-padded probe fields (one apply)."""
-    r = ubig.shape[-1]
-    P, off = glayout.direct_pad, glayout.region_offset
-    views = []
-    for big in (ubig, vbig):
-        part = big[P:big.shape[0] - P]
-        swap_probe_axis(part, to_inner=True)
-        v = big.reshape(big.shape[:-2] + (r, big.shape[-2]))  # (x, …, p, z), as swapped
-        # the imaging factors live on the physical domain: zero the probe region's margins
-        for ax, n in enumerate(model.shape):
-            lo = (P if ax == 0 else 0) + off
-            for sl in (slice(0, lo), slice(lo + n, v.shape[ax if ax < model.dim - 1 else v.ndim - 1])):
-                idx = [slice(None)] * v.ndim
-                idx[ax if ax < model.dim - 1 else v.ndim - 1] = sl
-                v[tuple(idx)] = 0
-        views.append(v.reshape(v.shape[:-2] + (r // GATHER_UNROLL, GATHER_UNROLL, v.shape[-1])))
-    with use_model(model) as ws:
-        gfu, gfv = (new_gather_buffer(ws, name, glayout, v) for name, v in zip(("gfu", "gfv"), views))
-        gath = new_gather_buffer(ws, "gath", glayout, G[0:1])
-        gather_correlation_operator(ws, glayout).apply(gath=gath, gfu=gfu, gfv=gfv)
-        release(gfu, gfv, gath)
+                    B = factors(gfv)
+                else:  # v̄_τ = C_τᵀ v̄_a, this block's columns
+                    B = [rows(Vp @ C[lag][:, p0:p0 + n])]
+                _correlate(Gl, A, B, glayout.shifts)
+        if ic == "isic":
+            release(gfu, gfv, gin)
 
 
 def _gathers_probed_shot(model, src_coords, wc, rec_coords, rc, dt, nt, glayout, ic, steps, probing,
@@ -451,24 +430,6 @@ def _gathers_probed_shot(model, src_coords, wc, rec_coords, rc, dt, nt, glayout,
     """Probed gathers of one shot into ``G``; returns Λ (padded grid) or None."""
     probing.direct = False
     info.setdefault("k", []).append(probing.subsample)
-    r = probing.r
-    if ic != "isic" and glayout.axis == 0 and not np.any(steps != 0) and r % GATHER_UNROLL == 0:
-        # x offsets of the cross-correlation: correlate ū and v̄ where they lie (no copies)
-        info["correlation"] = "in place"
-        direct = glayout._replace(block=r, margin=probe_margin(model))
-        ubig, upart = _padded_probe_fields(model, direct, r)
-        out = run_forward(model, src_coords, wc, rec_coords, dt, nt, probing=probing,
-                          illumination=illumination, probe_buffer=upart)
-        ubar, lam = out[1], (out[2] if illumination else None)
-        release(ubar)
-        del upart
-        vbig, vpart = _padded_probe_fields(model, direct, r)
-        _, _, vbar = run_adjoint(model, rec_coords, rc, dt, nt, probing=probing, ic="as", probe_buffer=vpart)
-        release(vbar)
-        del vpart
-        _correlate_direct(model, ubig, vbig, direct, G)
-        return lam
-    info["correlation"] = "factor blocks"
     out = run_forward(model, src_coords, wc, rec_coords, dt, nt, probing=probing, illumination=illumination)
     ubar, lam = out[1], (out[2] if illumination else None)
     C = None
@@ -481,9 +442,9 @@ def _gathers_probed_shot(model, src_coords, wc, rec_coords, rc, dt, nt, glayout,
         info.setdefault("lag_residual", []).append(linfo["residual"])
     _, _, vbar = run_adjoint(model, rec_coords, rc, dt, nt, probing=adj, ic="isic" if ic == "isic" else "as",
                              restore_ubar=False)
-    block = min(GATHER_BLOCK, -(-probing.r // GATHER_UNROLL) * GATHER_UNROLL)
-    _correlate_probes(model, ubar.data.view(np.ndarray), vbar.data.view(np.ndarray),
-                      glayout._replace(block=block), ic, C, G, block)
+    block = min(GATHER_BLOCK, probing.r)
+    _probed_correlation(model, ubar.data.view(np.ndarray), vbar.data.view(np.ndarray),
+                        glayout._replace(block=block), ic, C, G, block)
     release(ubar, vbar)
     return lam
 
@@ -541,7 +502,8 @@ def gathers(model, q, d, ps=None, offsets=None, axis="x", lags=None, ic="isic", 
 
     Memory: exact ``(nt+1)·N`` floats (full storage) or the checkpoints, plus the gathers;
     probed ``(r + r_a + B)·N_r`` (ū, v̄ with ``r_a = r + extra lag columns``, the ring buffer),
-    the gathers and ``2·ncomp·16·N`` floats of factor blocks (``N_r``: the probe region).
+    the gathers, with ISIC or lags ``2·ncomp·16·N`` floats of factor blocks (``N_r``: the probe
+    region), and the products of one tile (≤ 8 MiB).
     """
     check_inputs(model, q, d=d)
     _check_ic(ic)

@@ -28,8 +28,8 @@ Equation builders (each written once, used by every factory):
 Factories (memoised on the :class:`~timeprobe.workspace.Workspace`, each configuration compiled
 once): :func:`forward_operator`, :func:`adjoint_operator`, :func:`flush_operator`,
 :func:`flush_adjoint_operator`, :func:`derivatives_operator`, and for gathers
-:func:`gather_factors_operator`, :func:`gather_correlation_operator` (probed) and
-:func:`gather_adjoint_operator` (exact, in the adjoint's time loop).
+:func:`gather_factors_operator` (probed: the imaging factors of a block of probe fields) and
+:func:`gather_adjoint_operator` (exact: the correlation in the adjoint's time loop).
 """
 from __future__ import annotations
 
@@ -38,14 +38,14 @@ import builtins
 import sympy
 from devito import ConditionalDimension, Eq, Function, Inc, TimeFunction, solve
 
-from .probe_buffers import (GATHER_UNROLL, block_dim, gather_dims, gather_placeholder, image_domain,
-                            inner_probe_axis, placeholder, probe_dims, probe_region)
+from .probe_buffers import (block_dim, gather_dims, gather_placeholder, image_domain, inner_probe_axis,
+                            placeholder, probe_dims, probe_region)
 from .workspace import build_operator
 
 __all__ = ["wave_stencil", "propagation", "imaging_condition", "probe_equations", "IMAGING_EXPRESSIONS",
            "forward_operator", "adjoint_operator", "flush_operator", "flush_adjoint_operator",
            "derivatives_operator", "snapshot_field", "imaging_factors", "gather_factors_operator",
-           "gather_correlation_operator", "gather_adjoint_operator"]
+           "gather_adjoint_operator"]
 
 #: imaging conditions with a per-time-step expression (:func:`imaging_condition`)
 IMAGING_EXPRESSIONS = ("as", "isic")
@@ -300,71 +300,36 @@ def _shifted(dims, axis, offset):
 
 
 def _factor_equations(ws, glayout, out, lead, factors, subs=None, implicit_dims=()):
-    """``out[lead…, image point + pad] = factor`` for each imaging factor (exact layout, or the
-    probed one when ``out`` has the (pc, q) block axes)."""
+    """``out[lead…, c, image point + pad] = factor_c`` (exact: written over the image's write
+    dimensions into the pad-extended buffers) or ``out[image point, c, probe]`` (probed: a block of
+    probes innermost, no extension)."""
     dom = image_domain(ws, glayout.nbl)
-    ext = _shifted(dom.write_dimensions, glayout.axis, glayout.pad)
-    if glayout.block:  # the block axes (pc, q) of gin, just before the innermost spatial axis
-        pc, q = gather_dims(ws, glayout)["gin"][0][-3:-1]
-        ext = tuple(ext[:-1]) + (pc, q) + (ext[-1],)
-    return [Eq(out[tuple(lead) + (c,) + tuple(ext)], dom.at(f, subs), implicit_dims=implicit_dims)
+    if glayout.block:  # (*image, comp, block)
+        blk = gather_dims(ws, glayout)["gin"][0][-1]
+        return [Eq(out[tuple(dom.dimensions) + (c, blk)], dom.at(f, subs)) for c, f in enumerate(factors)]
+    index = tuple(_shifted(dom.write_dimensions, glayout.axis, glayout.pad))
+    return [Eq(out[tuple(lead) + (c,) + index], dom.at(f, subs, write=True), implicit_dims=implicit_dims)
             for c, f in enumerate(factors)]
 
 
-def _correlation_terms(glayout, A, B, s, lead_a, lead_b, space, block_axes=None):
-    """``Σ_c (Σ_q) A[c, x − s (, pc, q)]·B[c, x + s (, pc, q)]`` at the image points ``space``
-    (the direct layout reads the probe fields, on the probe region, without a component axis)."""
-    if glayout.direct:
-        off = glayout.region_offset
-        base = _shifted([d + off for d in space], 0, glayout.direct_pad)
-        ia, ib = _shifted(base, 0, -s), _shifted(base, 0, s)
-        pc = block_axes
-        return builtins.sum(A[tuple(ia[:-1]) + (pc, k, ia[-1])] * B[tuple(ib[:-1]) + (pc, k, ib[-1])]
-                            for k in range(GATHER_UNROLL))
+def _correlation_terms(glayout, A, B, s, lead, space):
+    """``Σ_c A[lead, c, x − s]·B[c, x + s]`` at the image points ``space`` (``x ± s`` along the
+    offset axis of the pad-extended factor buffers)."""
     ia = _shifted(space, glayout.axis, glayout.pad - s)
     ib = _shifted(space, glayout.axis, glayout.pad + s)
-    terms = []
-    for c in range(glayout.ncomp):
-        if block_axes is None:
-            terms.append(A[tuple(lead_a) + (c,) + tuple(ia)] * B[tuple(lead_b) + (c,) + tuple(ib)])
-            continue
-        pc = block_axes
-        for k in range(GATHER_UNROLL):
-            blk_a = tuple(ia[:-1]) + (pc, k, ia[-1])
-            blk_b = tuple(ib[:-1]) + (pc, k, ib[-1])
-            terms.append(A[(c,) + blk_a] * B[(c,) + blk_b])
-    return builtins.sum(terms)
+    return builtins.sum(A[tuple(lead) + (c,) + tuple(ia)] * B[(c,) + tuple(ib)] for c in range(glayout.ncomp))
 
 
 def gather_factors_operator(ws, glayout, ic, side):
     """Probed gathers: the imaging factors (:func:`imaging_factors`, ``probed=True``) of a block
     of probe fields ``gin`` (on the padded grid, zero outside the probe region), written at the
-    image points of ``gfu`` (``side="u"``) or ``gfv`` (``side="v"``)."""
+    image points of ``gfu`` (``side="u"``) or ``gfv`` (``side="v"``), ``(*image, comp, block)``."""
     def make():
         gin = gather_placeholder(ws, "gin", glayout)
         out = gather_placeholder(ws, "gf" + side, glayout)
         eqs = _factor_equations(ws, glayout, out, (), imaging_factors(ic, gin, side, ws.space_dims, probed=True))
         return build_operator(ws, eqs, "GatherFactors")
     return ws.operator(("gather_factors", glayout, ic, side), make)
-
-
-def gather_correlation_operator(ws, glayout):
-    """Probed gathers, one block of probes: for every offset ``h_j = s_j·Δ`` (one loop nest over
-    the image, the probe block and all offsets)
-
-        ``gath[0, j, x] −= Σ_c Σ_p gfu[c, x − s_j, p]·gfv[c, x + s_j, p]``
-
-    (``x ± s_j`` along the offset axis; the factors are zero outside the physical domain). With
-    the direct layout (``glayout.direct``) ``gfu``/``gfv`` are ū and v̄ themselves, all probes."""
-    def make():
-        G = gather_placeholder(ws, "gath", glayout)
-        A, B = (gather_placeholder(ws, n, glayout) for n in ("gfu", "gfv"))
-        space = image_domain(ws, glayout.nbl).dimensions
-        pc = gather_dims(ws, glayout)["gfu"][0][-3]
-        eqs = [Inc(G[(0, j) + tuple(space)], -_correlation_terms(glayout, A, B, s, (), (), space, pc))
-               for j, s in enumerate(glayout.shifts)]
-        return build_operator(ws, eqs, "GatherCorrelation")
-    return ws.operator(("gather_correlation", glayout), make)
 
 
 def gather_adjoint_operator(ws, glayout, ic, gradient, lag_steps=(0,)):
@@ -411,7 +376,7 @@ def gather_adjoint_operator(ws, glayout, ic, gradient, lag_steps=(0,)):
         space = image_domain(ws, glayout.nbl).dimensions
         for lag in range(len(lag_steps)):
             # implicit time: the factors carry no time index, and the correlation must run every step
-            eqs += [Inc(G[(lag, j) + tuple(space)], -_correlation_terms(glayout, A, B, s, (lag,), (), space),
+            eqs += [Inc(G[(lag, j) + tuple(space)], -_correlation_terms(glayout, A, B, s, (lag,), space),
                         implicit_dims=(time,)) for j, s in enumerate(glayout.shifts)]
         return build_operator(ws, eqs, "GatherAdjoint")
     return ws.operator(key, make)

@@ -21,6 +21,9 @@ are built in :mod:`timeprobe.operators`, the probe vectors designed in :mod:`tim
 * **Buffers** are numpy arrays wrapped by Devito functions without a copy
   (:func:`new_buffer`): ``np.zeros`` maps zero pages, where Devito's own allocation would
   zero-fill through its ``Data`` indexing machinery (tens of ms per gradient).
+* **Gathers** (:class:`GatherLayout`): the image domain (the physical domain, with dimensions of
+  its own), the imaging-factor buffers (extended by zeros along the offset axis for the exact,
+  per-time-step correlation; blocks of probes for the probed one) and the gathers array.
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ from .compat import wrap_array
 
 __all__ = ["ProbeLayout", "probe_layout", "probe_margin", "region_slices", "ProbeRegion", "probe_region",
            "probe_dims", "block_dim", "inner_probe_axis", "swap_probe_axis", "placeholder",
-           "new_buffer", "buffer_view", "TIME_INDEXED", "GATHER_UNROLL", "GatherLayout", "ImageDomain",
+           "new_buffer", "buffer_view", "TIME_INDEXED", "GatherLayout", "ImageDomain",
            "image_domain", "extended_dims", "gather_dims", "gather_placeholder", "new_gather_buffer"]
 
 #: probe arrays indexed by time (their first axis has the run's length, not the placeholder's)
@@ -180,15 +183,11 @@ def buffer_view(ws, name, layout, buffer):
 # =========================================================================== gathers
 # Subsurface-offset and time-lag gathers (timeprobe.imaging.gathers) correlate *imaging factors*
 # of the two fields (``a_c`` of u, ``b_c`` of v, with Σ_c a_c·b_c the imaging condition) at
-# points shifted by ±h along one axis. The factors live on the physical domain only (zero
-# outside), in buffers extended by ``pad = max|s|`` zero points on both sides of the offset
-# axis, so that one loop nest reads every shift in bounds; the gathers live on the physical
-# domain. The probed correlation takes a block of probes at a time: the block axis sits just
-# before the innermost spatial one, split in ``(pc, q)`` with ``q`` (GATHER_UNROLL probes)
-# unrolled in the loop body and ``pc`` looped over (the innermost spatial loop is vectorised).
-
-#: probes summed in one statement of the probed correlation (the rest are a loop)
-GATHER_UNROLL = 4
+# points shifted by ±h along one axis; the factors and the gathers live on the physical domain
+# (the factors are zero outside it). The exact, per-time-step correlation reads factor buffers
+# extended by ``pad = max|s|`` zero points on both sides of the offset axis, so that one loop nest
+# reads every shift in bounds. The probed correlation (batched BLAS, in timeprobe.imaging) takes
+# a block of probes at a time: its factor buffers are (*image, comp, block), probes innermost.
 
 
 class GatherLayout(NamedTuple):
@@ -197,56 +196,40 @@ class GatherLayout(NamedTuple):
     shifts: tuple    # grid shifts s_j of the offsets h_j = s_j·spacing[axis]
     ncomp: int       # imaging factors per side (1: "as"; 1 + dim: "isic")
     nlag: int        # lags per operator run (exact in-loop gathers); 1 for the probed ones
-    block: int       # probes per correlation block (a multiple of GATHER_UNROLL); 0: exact
+    block: int       # probes per factor block (probed); 0: exact
     nbl: int         # absorbing points on every side: the image is the physical domain
-    margin: int = -1  # >= 0: the factors are the probe fields themselves, read on the probe region
-    #                   of this margin, zero-padded along the (outermost) offset axis ("as", x)
 
     @property
     def pad(self):
         return max(abs(int(s)) for s in self.shifts)
 
-    @property
-    def direct(self):
-        """Whether the correlation reads the probe fields ū, v̄ themselves (no factor blocks)."""
-        return self.margin >= 0
-
-    @property
-    def region_offset(self):
-        """Where the physical domain starts inside the probe region (direct layout)."""
-        return self.nbl - self.margin
-
-    @property
-    def direct_pad(self):
-        """Zero rows the probe fields need on both sides of the offset axis (direct layout)."""
-        return max(self.pad - self.region_offset, 0)
-
 
 class ImageDomain:
     """The physical domain ``[nbl, n − nbl)`` of the padded grid, with dimensions of its own
-    (images and gathers live there), and its extension by ``pad`` points on both sides of
-    one axis (where the shifted imaging factors are read)."""
+    (images, gathers and imaging factors live there)."""
 
     def __init__(self, ws, nbl):
         self.t = nbl
+        self.grid_dimensions = ws.space_dims
         self.shape = tuple(n - 2 * nbl for n in ws.shape)
         self.dimensions = tuple(DefaultDimension(name=f"{d.name}i", default_value=n)
                                 for d, n in zip(ws.space_dims, self.shape))
-        # the same points, looped over when the imaging factors are written: distinct loop
-        # dimensions keep the correlation of the shifted factors in a loop nest of its own, after
-        # theirs (Devito fuses nests over the same dimensions even when a statement reads what a
-        # later iteration writes)
+        # the same points, looped over when the exact correlation's factors are written:
+        # distinct loop dimensions keep the correlation of the shifted factors in a loop nest of
+        # its own, after theirs (Devito fuses nests over the same dimensions even when a
+        # statement reads what a later iteration writes)
         self.write_dimensions = tuple(DefaultDimension(name=f"{d.name}w", default_value=n)
                                       for d, n in zip(ws.space_dims, self.shape))
-        self.to_grid = {d: di + nbl for d, di in zip(ws.space_dims, self.write_dimensions)}
 
-    def at(self, expr, subs=None):
+    def at(self, expr, subs=None, write=False):
         """``expr`` (grid fields and derivatives) evaluated at the image points, indexed by
-        :attr:`write_dimensions` (after the extra substitutions ``subs``, e.g. a time shift)."""
+        :attr:`dimensions` (or :attr:`write_dimensions`), after the extra substitutions ``subs``
+        (e.g. a time shift)."""
         e = expr.evaluate
         if subs:
             e = e.subs(subs)
-        return e.subs(self.to_grid)
+        dims = self.write_dimensions if write else self.dimensions
+        return e.subs({d: di + self.t for d, di in zip(self.grid_dimensions, dims)})
 
 
 def image_domain(ws, nbl):
@@ -272,33 +255,15 @@ def extended_dims(ws, glayout):
 def gather_dims(ws, glayout):
     """``{name: (dimensions, shape)}`` of the gathers placeholders (:func:`gather_placeholder`)."""
     dom = image_domain(ws, glayout.nbl)
-    ext, ext_shape = extended_dims(ws, glayout)
     nlag, nh, nc = glayout.nlag, len(glayout.shifts), glayout.ncomp
     lag, hoff, comp = _dim(ws, "lag", nlag), _dim(ws, "hoff", nh), _dim(ws, "comp", nc)
     out = {"gath": ((lag, hoff) + dom.dimensions, (nlag, nh) + dom.shape)}
-    if glayout.direct:  # the probe fields, (x, …, p, z) with p split in (pc, q), x zero-padded
-        if glayout.axis != 0:
-            raise ValueError("the direct gathers layout pads the outermost axis (x offsets) only")
-        region = probe_region(ws, glayout.margin)
-        rdims, rshape = list(region.dimensions), list(region.shape)
-        rshape[0] += 2 * glayout.direct_pad
-        rdims[0] = _dim(ws, ws.space_dims[0].name + "d", rshape[0])
-        npc = glayout.block // GATHER_UNROLL
-        pc, q = _dim(ws, "pc", npc), _dim(ws, "q", GATHER_UNROLL)
-        dims = tuple(rdims[:-1]) + (pc, q) + (rdims[-1],)
-        shape = tuple(rshape[:-1]) + (npc, GATHER_UNROLL) + (rshape[-1],)
-        out.update(gfu=(dims, shape), gfv=(dims, shape))
-    elif glayout.block:
-        npc = glayout.block // GATHER_UNROLL
-        pc, q = _dim(ws, "pc", npc), _dim(ws, "q", GATHER_UNROLL)
-
-        def inner(space, sizes):  # the block axes just before the innermost spatial one
-            return (tuple(space[:-1]) + (pc, q) + tuple(space[-1:]),
-                    tuple(sizes[:-1]) + (npc, GATHER_UNROLL) + tuple(sizes[-1:]))
-        fd, fs = inner(ext, ext_shape)
-        out.update(gfu=((comp,) + fd, (nc,) + fs), gfv=((comp,) + fd, (nc,) + fs),
-                   gin=inner(ws.space_dims, ws.shape))
+    if glayout.block:
+        blk = _dim(ws, "blk", glayout.block)
+        factors = (dom.dimensions + (comp, blk), dom.shape + (nc, glayout.block))
+        out.update(gfu=factors, gfv=factors, gin=(ws.space_dims + (blk,), ws.shape + (glayout.block,)))
     else:
+        ext, ext_shape = extended_dims(ws, glayout)
         out.update(gfu=((lag, comp) + ext, (nlag, nc) + ext_shape), gfv=((comp,) + ext, (nc,) + ext_shape))
     return out
 
@@ -306,10 +271,10 @@ def gather_dims(ws, glayout):
 def gather_placeholder(ws, name, glayout):
     """The placeholder ``Function`` ``name`` of the gathers operators built for ``glayout``.
 
-    Names: ``gath`` (lag, offset, *image dims: the gathers), ``gfu``/``gfv`` (the imaging
-    factors of u and v on the extended image domain: probed ``(comp, …, pc, q, z)``, exact
-    ``(lag, comp, …)`` / ``(comp, …)``), ``gin`` (probed: a block of probe fields on the padded
-    grid, ``(x, …, pc, q, z)`` with the stencil halo, whose derivatives give the factors).
+    Names: ``gath`` (lag, offset, *image dims: the exact gathers), ``gfu``/``gfv`` (the imaging
+    factors of u and v: exact ``(lag, comp, *extended image)`` / ``(comp, *extended image)``;
+    probed ``(*image, comp, block)``), ``gin`` (probed: a block of probe fields on the padded
+    grid, ``(*grid, block)`` with the stencil halo, whose derivatives give the factors).
     """
     dims, shape = gather_dims(ws, glayout)[name]
 

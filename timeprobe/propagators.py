@@ -28,7 +28,7 @@ from .compat import release
 from .geometry import (Data, Geometry, computational_axis, from_computational, from_computational_adjoint,
                        grid_coordinates, to_computational, to_computational_adjoint)
 from .operators import adjoint_operator, flush_adjoint_operator, flush_operator, forward_operator
-from .probe_buffers import buffer_view, new_buffer, placeholder, probe_layout, region_slices, swap_probe_axis
+from .probe_buffers import buffer_view, new_buffer, probe_layout, region_slices, swap_probe_axis
 from .workspace import use_model
 
 __all__ = ["forward", "adjoint", "born", "born_adjoint", "run_forward", "run_adjoint", "run_born",
@@ -71,15 +71,14 @@ def check_dm(model, dm):
 
 # --------------------------------------------------------------------------- per-shot runs
 def run_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, save=False, probing=None, dm=None,
-                illumination=False, probe_buffer=None):
+                illumination=False):
     """Propagate one shot on the computational axis.
 
     Returns ``(rec (nt, nrec), extra)`` where ``extra`` is the saved wavefield
     (``save=True``, a Devito ``TimeFunction``), the ``ū`` Function (``probing``)
     or None. ``dm``: Born modelling, ``rec`` samples ``δu``. ``illumination=True`` also
     accumulates the source illumination ``Λ = dt·Σ_n u[n]²`` and returns ``(rec, extra, Λ)``
-    (padded grid). ``probe_buffer``: a zeroed C-contiguous array of ū's shape that ū accumulates
-    into (no copy; e.g. a slice of a larger, zero-padded allocation), instead of a new one.
+    (padded grid).
     """
     if save and probing is not None:
         raise ValueError("run_forward: choose full storage (save=True) or probing, not both")
@@ -103,8 +102,7 @@ def run_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, save=False, pr
             ws.field("u").data[:] = 0
             op = forward_operator(ws, probing=layout, born=dm is not None, illum=illumination)
         if probing is not None:
-            extra = kwargs["ubar"] = (new_buffer(ws, "ubar", layout) if probe_buffer is None
-                                      else buffer_view(ws, "ubar", layout, _probe_buffer(ws, layout, probe_buffer)))
+            extra = kwargs["ubar"] = new_buffer(ws, "ubar", layout)
             scale = probing.subsample * dt
             if probing.method == "eq":
                 kwargs["Qt"] = new_buffer(ws, "Qt", layout, probing.time_weights(nt, scale))
@@ -141,19 +139,8 @@ def adjoint_source_buffer(residual_c, nt):
     return None
 
 
-def _probe_buffer(ws, layout, buffer):
-    """``buffer`` checked to be usable as a probe field (ū or v̄) without a copy."""
-    shape = placeholder(ws, "ubar", layout).shape
-    if (not isinstance(buffer, np.ndarray) or buffer.dtype != ws.dtype or not buffer.flags.c_contiguous
-            or buffer.shape != shape):
-        raise ValueError(f"probe_buffer must be a C-contiguous {np.dtype(ws.dtype).name} array of shape "
-                         f"{shape}, got {getattr(buffer, 'dtype', type(buffer).__name__)} "
-                         f"{getattr(buffer, 'shape', '')}")
-    return buffer
-
-
 def run_adjoint(model, rec_coords, residual_c, dt, nt, src_coords=None, usave=None,
-                probing=None, ubar=None, ic="as", restore_ubar=True, probe_buffer=None):
+                probing=None, ubar=None, ic="as", restore_ubar=True):
     """Back-propagate receiver traces ``residual_c`` (nt, nrec) on the computational axis.
 
     Returns ``(srca (nt, nsrc) or None, grad or None, vbar or None)``; ``grad`` (padded grid) is
@@ -162,7 +149,6 @@ def run_adjoint(model, rec_coords, residual_c, dt, nt, src_coords=None, usave=No
     exact ISIC image ``−dt Σ_n (usave Δv + ∇usave·∇v)``; with ``probing`` it returns ``v̄`` (of
     ``v``) instead. The blocked direct update works on ``ubar``'s buffer transposed in place; it
     is restored afterwards unless ``restore_ubar=False`` (for callers that drop ū anyway).
-    ``probe_buffer``: as :func:`run_forward`'s, for ``v̄``.
     """
     with use_model(model) as ws:
         buf = adjoint_source_buffer(residual_c, nt) if residual_c.dtype == ws.dtype else None
@@ -206,8 +192,7 @@ def run_adjoint(model, rec_coords, residual_c, dt, nt, src_coords=None, usave=No
                 else:
                     kwargs["ubar"] = ubar
             else:
-                kwargs["vbar"] = vbar = (new_buffer(ws, "vbar", layout) if probe_buffer is None else
-                                         buffer_view(ws, "vbar", layout, _probe_buffer(ws, layout, probe_buffer)))
+                kwargs["vbar"] = vbar = new_buffer(ws, "vbar", layout)
         else:
             op = adjoint_operator(ws, src_interp=srca is not None)
         op.apply(**kwargs)
