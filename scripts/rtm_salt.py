@@ -227,4 +227,5 @@ if __name__ == "__main__":
         print(f"{name:24s} {sec:7.2f} s")
     print("focusing E(h=0)/mean E(h≠0):", {k: round(v, 2) for k, v in g["focusing"].items()})
     if "measured_mib" in g:
-        print(f"gathers memory: exact {g['measured_mib']['exact']:.1f} MiB, probed {g['measured_mib']['probed']:.1f} MiB")
+        mm = g["measured_mib"]
+        print(f"gathers memory: exact {mm['exact']:.1f} MiB, probed {mm['probed']:.1f} MiB")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import timeprobe as tp
-from timeprobe.imaging import lag_probes, lag_steps, shift_probes
+from timeprobe.imaging import lag_probes, lag_steps, shift_probes, shifted_correlation
 from timeprobe.probe_buffers import probe_margin
 from timeprobe.probing import Probing
 from timeprobe.propagators import computational_axis, run_adjoint, run_forward
@@ -198,6 +198,25 @@ def test_illumination_divides_every_panel(tiny, exact):
     assert _rel(g.image, ref) < 1e-5
 
 
+@pytest.mark.parametrize("shifts", [[0], [-2, 0, 3], list(range(-9, 10))], ids=["one", "few", "band"])
+def test_shifted_correlation_matches_brute_force(shifts):
+    """The probed correlation (point-wise for few offsets, banded BLAS products for many) equals
+    a loop over points, offsets and factors, with zero outside the axis."""
+    rng = np.random.default_rng(0)
+    n, nz, k = 50, 7, 6
+    A = [rng.standard_normal((nz, n, k)).astype(np.float32) for _ in range(2)]
+    B = [rng.standard_normal((nz, n, k)).astype(np.float32) for _ in range(2)]
+    G = np.zeros((len(shifts), nz, n), np.float32)
+    shifted_correlation(G, A, B, shifts, tile=8)
+    ref = np.zeros(G.shape)
+    for j, s in enumerate(shifts):
+        for x in range(n):
+            if 0 <= x - s < n and 0 <= x + s < n:
+                ref[j, :, x] = -sum((a[:, x - s].astype(np.float64) * b[:, x + s]).sum(-1) for a, b in zip(A, B))
+    assert np.abs(ref).max() > 1
+    np.testing.assert_allclose(G, ref, atol=1e-5)
+
+
 # --------------------------------------------------------------------------- lag probes
 def test_lag_probes_identity_is_exact_and_qr_needs_few_columns():
     nt = 40
@@ -209,7 +228,8 @@ def test_lag_probes_identity_is_exact_and_qr_needs_few_columns():
     # shifted probes need extra columns, zero lag never does, more columns leave less out
     t = np.arange(200.0)
     window = lambda s: np.exp(-((t - s - 100) / 35) ** 2)  # noqa: E731
-    B = lambda s: np.stack([window(s) * np.sin(2 * np.pi * f * (t - s) / 200 + f) for f in range(3, 11)], 1)  # noqa: E731
+    B = lambda s: np.stack([window(s) * np.sin(2 * np.pi * f * (t - s) / 200 + f)  # noqa: E731
+                            for f in range(3, 11)], 1)
     Q = np.linalg.qr(B(0.0))[0]
     Qa, C, info = lag_probes(Q, [0.0, 2.5, -4.0], extra="auto", tol=1e-2)
     np.testing.assert_allclose(Qa @ C[0], Q, atol=1e-12)

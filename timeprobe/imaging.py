@@ -51,7 +51,7 @@ Probed (``ps=r``): after one probed forward and one probed adjoint run,
 computed from ū and v̄ alone (r·N floats each) by batched BLAS: for a tile of image points along
 the offset axis, one product ``Σ_c A_c B_cᵀ`` (``A_c``: the factors of ū on the rows the tile reads,
 probes as columns) per line of the other axes holds every offset's correlation on its band
-(``_correlate``); the ISIC factors (derivatives) come from
+(:func:`shifted_correlation`); the ISIC factors (derivatives) come from
 :func:`timeprobe.operators.gather_factors_operator`, a block of probes at a time. A time lag
 is a change of probes: ``v̄_τ = (S_τᵀQ)ᵀ w`` with ``(S_τᵀQ)[s, p] = q_p(t_s − 2τ)`` (band-limited
 interpolation of the probe columns; exact shifts when ``2τ`` is a multiple of ``k·dt``). All lags
@@ -79,7 +79,8 @@ from .propagators import born, check_dm, check_inputs, forward, run_adjoint, run
 from .workspace import use_model
 
 __all__ = ["rtm", "gathers", "Gathers", "lsrtm_objective", "IMAGING_CONDITIONS", "GATHER_STORAGE",
-           "kspace_filter", "offset_shifts", "offset_axis", "lag_steps", "lag_probes", "shift_probes"]
+           "kspace_filter", "offset_shifts", "offset_axis", "lag_steps", "lag_probes", "shift_probes",
+           "shifted_correlation"]
 
 IMAGING_CONDITIONS = ("as", "isic", "kspace")
 
@@ -340,7 +341,7 @@ def _checkpointed(model, ws, src_coords, wc, rec_coords, dt, nt, glayout, fic, n
     release(src, rec)
 
 
-def _correlate(G, A, B, shifts, tile=32, cmax=1 << 21):
+def shifted_correlation(G, A, B, shifts, tile=32, cmax=1 << 19):
     """``G[j, …, x] −= Σ_c Σ_p A_c[…, x − s_j, p]·B_c[…, x + s_j, p]`` by batched matrix products.
 
     ``G`` (nh, *other, n), the offset axis last; ``A``, ``B``: lists (one per imaging factor) of
@@ -348,9 +349,19 @@ def _correlate(G, A, B, shifts, tile=32, cmax=1 << 21):
     tile of ``tile`` image points the rows the tile reads, ``[x0 − S, x1 + S)``, are multiplied at
     once, ``C = Σ_c A_c B_cᵀ`` (one BLAS product per line of the other axes, K = k), and the
     band's entries ``C[x − s, x + s]`` are the gathers of every offset; ``cmax`` floats bound C.
+    With few offsets (the band's products would mostly be thrown away) each offset is one
+    point-wise product summed over the probes instead.
     """
     n = A[0].shape[-2]
     S = max(abs(int(s)) for s in shifts)
+    if (tile + 2 * S) ** 2 > 8 * tile * len(shifts):
+        for j, s in enumerate(shifts):
+            s = int(s)
+            lo, hi = abs(s), n - abs(s)
+            if hi > lo:
+                G[j][..., lo:hi] -= sum(np.einsum("...p,...p->...", a[..., lo - s:hi - s, :], b[..., lo + s:hi + s, :])
+                                        for a, b in zip(A, B))
+        return
     other = A[0].shape[:-2]
     per_lead = int(np.prod(other[1:])) if len(other) > 1 else 1
     for x0 in range(0, n, tile):
@@ -391,11 +402,11 @@ def _probed_correlation(model, ubar, vbar, glayout, ic, C, G, block):
     phys = _physical_slices(model)
     r = ubar.shape[-1]
     C = None if C is None else C.astype(ubar.dtype)
-    rows = lambda f: np.moveaxis(f, a, -2)  # noqa: E731 — (…, n_axis, probes): what _correlate reads
+    rows = lambda f: np.moveaxis(f, a, -2)  # noqa: E731 — (…, n_axis, probes), as shifted_correlation reads
     Gm = [np.moveaxis(G[lag], 1 + a, -1) for lag in range(G.shape[0])]  # (nh, …, n_axis) views
     Up, Vp = ubar[phys], vbar[phys]
     if ic != "isic" and C is None:
-        _correlate(Gm[0], [rows(Up)], [rows(Vp)], glayout.shifts)
+        shifted_correlation(Gm[0], [rows(Up)], [rows(Vp)], glayout.shifts)
         return
     with use_model(model) as ws:
         if ic == "isic":
@@ -420,7 +431,7 @@ def _probed_correlation(model, ubar, vbar, glayout, ic, C, G, block):
                     B = factors(gfv)
                 else:  # v̄_τ = C_τᵀ v̄_a, this block's columns
                     B = [rows(Vp @ C[lag][:, p0:p0 + n])]
-                _correlate(Gl, A, B, glayout.shifts)
+                shifted_correlation(Gl, A, B, glayout.shifts)
         if ic == "isic":
             release(gfu, gfv, gin)
 
