@@ -198,6 +198,25 @@ def test_illumination_divides_every_panel(tiny, exact):
     assert _rel(g.image, ref) < 1e-5
 
 
+@pytest.mark.parametrize("ic", ["as", "isic"])
+def test_imaging_factors_multiply_to_the_imaging_condition(ic):
+    """Σ_c a_c(u)·b_c(v) is the per-time-step imaging condition, stencil for stencil (2D and 3D)."""
+    import sympy
+    from timeprobe.operators import imaging_condition, imaging_factors
+    from timeprobe.workspace import workspace
+    for shape in ((21, 15), (9, 9, 9)):
+        model = tp.Model(vp=np.full(shape, 2.0, np.float32), spacing=10.0, nbl=4, space_order=4)
+        ws = workspace(model)
+        u, v = ws.field("u"), ws.field("v")
+        a = imaging_factors(ic, u, "u", ws.space_dims)
+        b = imaging_factors(ic, v, "v", ws.space_dims)
+        assert len(a) == len(b) == (1 if ic == "as" else 1 + model.dim)
+        diff = sum(x * y for x, y in zip(a, b)).evaluate - imaging_condition(ic, u, v, ws.space_dims).evaluate
+        assert sympy.expand(diff) == 0
+    with pytest.raises(ValueError, match="side"):
+        imaging_factors(ic, u, "w", ws.space_dims)
+
+
 @pytest.mark.parametrize("shifts", [[0], [-2, 0, 3], list(range(-9, 10))], ids=["one", "few", "band"])
 def test_shifted_correlation_matches_brute_force(shifts):
     """The probed correlation (point-wise for few offsets, banded BLAS products for many) equals
