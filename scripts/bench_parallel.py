@@ -6,6 +6,9 @@ synthetic thrust model, serially (Devito OpenMP on all cores) and on a
 ``LocalCluster`` of ``--workers`` processes (cores/workers OpenMP threads each),
 after a warm-up call that compiles the operators in every process. Reports the
 best of ``--repeat`` wall-clock times and checks that both give the same ``f``.
+
+Each run appends one record (script ``bench_parallel``) to the benchmark history
+(``scripts/records.py``: ``benchmarks/history.jsonl``) unless ``--no-record``.
 """
 import argparse
 import sys
@@ -15,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import records  # noqa: E402
 import timeprobe as tp  # noqa: E402
 from models import initial_model, synthetic_thrust  # noqa: E402
 from timeprobe.parallel import close_client, local_client  # noqa: E402
@@ -28,7 +33,10 @@ def main(argv=None):
     p.add_argument("--tmax", type=float, default=1500.0)
     p.add_argument("--ps", type=int, default=16)
     p.add_argument("--repeat", type=int, default=2)
+    records.add_arguments(p)
     a = p.parse_args(argv)
+    if a.repeat < 1:
+        p.error("--repeat must be >= 1")
     true = synthetic_thrust(nx=a.size[0], nz=a.size[1], spacing=(25.0, 25.0), water_depth=250.0, nbl=30)
     init = initial_model(true, 200.0)
     init.dt = true.dt = min(true.critical_dt, init.critical_dt)
@@ -56,6 +64,11 @@ def main(argv=None):
         close_client(client)
     print(f"grid {true.shape}, {a.nshots} shots, r={a.ps}: serial {t_serial:.2f} s, "
           f"{a.workers} workers {t_par:.2f} s, speed-up {t_serial / t_par:.2f}x, f equal: {f_serial == f_par}")
+    figures = dict(shape=true.shape, nshots=a.nshots, workers=a.workers, tmax=a.tmax, ps=a.ps, repeat=a.repeat,
+                   serial_s=t_serial, parallel_s=t_par, speedup=t_serial / t_par, f_serial=f_serial,
+                   f_parallel=f_par, f_equal=bool(f_serial == f_par))
+    records.record(a, "bench_parallel", figures, argv, __file__)
+    return figures
 
 
 if __name__ == "__main__":

@@ -1,16 +1,10 @@
 """Measured memory/compute table of the gradient strategies, and how probing scales.
 
-Cases (observed data modelled once in the true model and cached on disk; gradients at the
-smoothed model):
-
-* ``overthrust2d``  one shot of ``overthrust_2D.h5`` (801×207 at 25 m, nbl 40 → 881×287, 3 s,
-  source mid-model at 50 m depth, receivers every grid column at 12.5 m, 8 Hz Ricker);
-* ``layered3d``  three flat layers, 61×61×41 at 20 m, nbl 20 (101×101×81 padded), 1 s, 10 Hz,
-  source at the centre, 11 receiver lines — sized for a 2-core / 24 GB machine (nt = 387, full
-  storage ≈ 2 GB); ``layered3d_{nx}_{ny}_{nz}`` the same at another size with nbl 10;
-* ``layered2d_{nx}_{nz}``  three flat layers at 25 m, nbl 40, 10 Hz (sweep and ``--quick``).
-
-A case may carry its recording time in ms: ``layered2d_61_41:300``.
+Cases: the shots of ``bench_harness.py`` (observed data modelled once in the true model and cached
+on disk; gradients at the smoothed model): ``overthrust2d`` (one shot of ``overthrust_2D.h5``,
+801×207 at 25 m, nbl 40, 3 s, 8 Hz), ``overthrust_small`` (BENCHMARKS §3), ``layered3d`` (61×61×41
+at 20 m, 1 s; ``layered3d_{nx}_{ny}_{nz}`` other sizes) and ``layered2d_{nx}_{nz}`` (sweep and
+``--quick``). A case may carry its recording time in ms: ``layered2d_61_41:300``.
 
 Parts (``--part``):
 
@@ -43,27 +37,43 @@ Parts (``--part``):
   (beside the JSON) with the fitted asymptotics
   time ≈ nt·N·(c_stencil + c·r/k) (k the time-subsampling factor), memory (r + B + 1)·N.
 
+* ``peers``  Deepwave 0.1.0 on the same shots (``peers.py``, needs the ``peers`` extra): its exact
+  gradient and every low-memory mode (8-bit compression, Nyquist sampling interval, disk,
+  checkpoint segments, combinations) beside timeprobe's exact and probed (r, 2r) gradients, each in
+  its own process; time, working memory, memory model, cosine with its own exact gradient and with
+  timeprobe's. Cases: ``--cases`` if given, else overthrust2d 3 s and 8 s and layered3d (quick:
+  the tiny ones). JSON under ``"peers"``, ``<out stem>_peers.md`` and the Pareto plot
+  ``figures/<out stem>_peers_pareto.png`` (memory vs 1 − cosine, with times). Not in the default
+  parts.
+
+Records. Every part run appends one record (script ``benchmark_gradients``, figures under the
+part's name: ``{"table": …}``, ``{"sweep": …}``) to the benchmark history
+(``scripts/records.py``: ``benchmarks/history.jsonl``), unless ``--quick`` or ``--no-record``.
+This run's JSON (all its parts), Markdown tables and figures go to a fresh folder,
+``results/benchmark_gradients-<time>/`` (git-ignored), or beside ``--out`` (none of them may
+exist: nothing is overwritten). ``--write-docs`` copies the tables and figures of the parts run
+to the committed ``benchmarks/gradients_table.md``, ``benchmarks/gradients_peers.md`` and
+``benchmarks/figures/gradients_{scaling,pareto,peers_pareto}.png``; the tables name their
+history record.
+
 ``--quick`` runs the same parts on tiny cases (``layered2d_61_41`` at 600 ms and a
-21×21×17 ``layered3d`` for the table, r = 8, a few tiny grids for the sweep) and writes
-under the system temp folder unless ``--out`` is given: nothing committed is overwritten.
-Results merge into an existing JSON per part (per case for the table).
+21×21×17 ``layered3d`` for the table, r = 8, a few tiny grids for the sweep): a smoke test,
+never recorded.
 
 Usage (full run, the deliverable: ≈ 10 min for ``table sweep`` on 2 cores, a few more for
 ``speed``; one at a time, on a quiet machine)::
 
-    python scripts/benchmark_gradients.py --part table sweep
+    python scripts/benchmark_gradients.py --part table sweep --write-docs   # record + committed docs
     python scripts/benchmark_gradients.py --part speed
     python scripts/benchmark_gradients.py --quick --out /tmp/bg/gradients.json   # smoke test
+    python scripts/benchmark_gradients.py --part peers                            # Deepwave beside
 """
 from __future__ import annotations
 
 import argparse
-import ctypes
-import datetime
-import gc
 import json
 import os
-import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -71,20 +81,15 @@ from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("DEVITO_LANGUAGE", "openmp")
-os.environ.setdefault("DEVITO_LOGGING", "WARNING")
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-SHARED = Path(os.environ.get("TIMEPROBE_DATA", ROOT.parent / "shared"))
-CACHE = Path(os.environ.get("TIMEPROBE_BENCH_CACHE", tempfile.gettempdir())) / "timeprobe_bench"
-
-import timeprobe as tp  # noqa: E402
-from timeprobe.io import peak_memory_mb, reset_peak_memory  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_harness import (CACHE, DEFAULT_T, FLOAT, MIB, ROOT, SHARED, case_info, cosine,  # noqa: F401
+                           in_subprocess, parse_case, reset_peak, rss_mb, setup, vmhwm_mb)
+from bench_harness import meta as _harness_meta
+import peers  # noqa: E402
+import records  # noqa: E402
+import timeprobe as tp  # noqa: E402,F401
 from timeprobe.probing import DEFAULT_BLOCK  # noqa: E402
 
-MIB = 2.0 ** 20
-FLOAT = 4  # bytes (float32 fields)
 
 # ---- the configurations of one run: (case, recording time in ms, r)
 FULL = dict(table=[("overthrust2d", 3000.0), ("layered3d", 1000.0)], r=32,
@@ -99,135 +104,6 @@ QUICK = dict(table=[("layered2d_61_41", 600.0), ("layered3d_21_21_17", 300.0)], 
              speed=("layered2d_61_41", 600.0),
              sweep=[("layered2d_41_31", 200.0, 8), ("layered2d_81_41", 300.0, 16)],
              repeats=dict(table=1, speed=1, sweep=1))
-DEFAULT_T = {"overthrust2d": 3000.0, "layered3d": 1000.0}
-
-
-# --------------------------------------------------------------------------- process memory
-def _status_mb(key):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
-def vmhwm_mb():
-    """Peak resident memory of this process (MiB)."""
-    return peak_memory_mb()
-
-
-def rss_mb():
-    return _status_mb("VmRSS")
-
-
-def reset_peak():
-    """Free heap pages back to the OS, then reset VmHWM to the current RSS (Linux ≥ 4.0).
-
-    Returns False (peak not reset) where ``/proc/self/clear_refs`` is not writable.
-    """
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-    return reset_peak_memory()
-
-
-# --------------------------------------------------------------------------- cases
-def _overthrust_models():
-    import h5py
-    with h5py.File(SHARED / "models" / "overthrust_2D.h5", "r") as f:
-        n = tuple(int(v) for v in f["n"][()])
-        d = tuple(float(v) for v in f["d"][()])
-        m, m0 = (np.asarray(f[k][()]) for k in ("m", "m0"))
-    if m.shape == n[::-1]:
-        m, m0 = m.T, m0.T
-    mk = lambda a: tp.Model(m=a.astype(np.float32), spacing=d, nbl=40, space_order=8)  # noqa: E731
-    return mk(m), mk(m0)
-
-
-def _layered3d(n=(61, 61, 41), h=20.0, nbl=20):
-    vp = np.full(n, 1.5, np.float32)
-    vp[..., n[2] // 3:] = 2.2
-    vp[..., 2 * n[2] // 3:] = 3.0
-    model = tp.Model(vp=vp, spacing=(h,) * 3, nbl=nbl, space_order=8)
-    return model, model.smooth(3 * h)
-
-
-def _layered2d(nx, nz, h=25.0):
-    vp = np.full((nx, nz), 1.5, np.float32)
-    vp[:, nz // 3:] = 2.5
-    vp[:, 2 * nz // 3:] = 3.5
-    model = tp.Model(vp=vp, spacing=(h, h), nbl=40, space_order=8)
-    return model, model.smooth(3 * h)
-
-
-def parse_case(spec):
-    """``"name"`` or ``"name:T_ms"`` → (name, T)."""
-    name, _, t = spec.partition(":")
-    return name, (float(t) if t else DEFAULT_T.get(name.split("_")[0], 1500.0))
-
-
-def setup(case, t=None):
-    """(model0, q, d) of ``case`` recorded for ``t`` ms; observed data cached on disk (modelled once)."""
-    t = t or DEFAULT_T.get(case.split("_")[0], 1500.0)
-    if case == "overthrust2d":
-        model, model0 = _overthrust_models()
-        dtd, f0 = 2.0, 0.008
-        (xa, xb), (za, zb) = model.domain_bounds
-        src = np.array([[0.5 * (xa + xb), 50.0]])
-        nx = model.shape[0]
-        rec = np.stack([xa + model.spacing[0] * np.arange(nx), np.full(nx, 12.5)], 1)
-    elif case.startswith("layered3d"):
-        parts = case.split("_")
-        model, model0 = (_layered3d() if len(parts) == 1 else
-                         _layered3d(tuple(int(v) for v in parts[1:4]), nbl=10))
-        dtd, f0 = 2.0, 0.010
-        b = model.domain_bounds
-        cx, cy = 0.5 * (b[0][0] + b[0][1]), 0.5 * (b[1][0] + b[1][1])
-        src = np.array([[cx, cy, 40.0]])
-        xs = np.linspace(b[0][0], b[0][1], model.shape[0])
-        ys = np.linspace(b[1][0], b[1][1], 11)
-        X, Y = np.meshgrid(xs, ys, indexing="ij")
-        rec = np.stack([X.ravel(), Y.ravel(), np.full(X.size, 20.0)], 1)
-    elif case.startswith("layered2d"):
-        _, nx, nz = case.split("_")
-        model, model0 = _layered2d(int(nx), int(nz))
-        dtd, f0 = 2.0, 0.010
-        (xa, xb), _ = model.domain_bounds
-        src = np.array([[0.5 * (xa + xb), 50.0]])
-        rec = np.stack([np.linspace(xa, xb, int(nx)), np.full(int(nx), 12.5)], 1)
-    else:
-        raise ValueError(f"unknown case {case!r}")
-    qg = tp.Geometry([src], dt=dtd, t=t)
-    q = tp.Data(qg, [tp.ricker(f0, dtd, t)])
-    rg = tp.Geometry([rec], dt=dtd, t=t)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    fn = CACHE / f"{case}_{t:g}.npy"
-    arr = np.load(fn) if fn.exists() else None
-    if arr is not None and arr.shape == (rg.nt, rec.shape[0]):
-        d = tp.Data(rg, [arr])
-    else:
-        d = tp.forward(model, q, rg)
-        tmp = fn.with_suffix(f".{os.getpid()}.npy")
-        np.save(tmp, d.arrays[0])
-        os.replace(tmp, fn)
-    return model0, q, d
-
-
-def case_info(model0, q, d):
-    """Sizes the memory formulas need: N (padded grid), N_h (with the space-order halo), N_r (the
-    probe region: physical domain + space_order/2), nt, dt."""
-    from timeprobe.geometry import computational_axis
-    from timeprobe.probe_buffers import probe_margin
-    dt, nt = computational_axis(model0, q.geometry, d.geometry)
-    so = model0.space_order
-    return dict(shape=list(model0.shape), shape_padded=list(model0.shape_padded), dt=float(dt), nt=int(nt),
-                N=int(np.prod(model0.shape_padded)),
-                N_h=int(np.prod([s + 2 * so for s in model0.shape_padded])), space_order=so,
-                N_r=int(np.prod([s - 2 * probe_margin(model0) for s in model0.shape_padded])),
-                nrec=int(d.geometry.coordinates[0].shape[0]))
-
 
 # --------------------------------------------------------------------------- one configuration
 def plain_fwd_adj(model0, q, d, adjoint=True):
@@ -347,61 +223,6 @@ def run_worker(payload):
     return worker_sweep(payload["case"], payload["t"], payload["r"], payload["repeats"])
 
 
-def _child(payload, conn):
-    try:
-        res = dict(ok=run_worker(payload))
-    except BaseException:  # noqa: BLE001 — reported to the parent with its traceback
-        import traceback
-        res = dict(error=traceback.format_exc())
-    conn.send(res)
-    conn.close()
-
-
-_CTX = None
-
-
-_PRELOAD = ["numpy", "scipy.sparse", "scipy.ndimage", "sympy", "h5py", "devito", "devito.checkpointing",
-            "pyrevolve", "timeprobe", "timeprobe.strategies", "timeprobe.objectives", "timeprobe.probing"]
-
-
-def _context():
-    """A fork server that imported devito and timeprobe but ran nothing: every worker is a fresh
-    process forked from it, without the ≈ 1 s of imports of a new interpreter. (Modules, not
-    ``"__main__"``: CPython ≤ 3.12 never preloads the main script, ``main_path`` is not passed.)"""
-    global _CTX
-    if _CTX is None:
-        import multiprocessing as mp
-        # A fixed glibc mmap threshold in the workers (read when the fork server starts): every
-        # array above 128 KiB is its own mapping, returned to the OS when freed, so resident
-        # memory follows the live arrays instead of the heap's high-water mark.
-        os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "131072")
-        _CTX = mp.get_context("forkserver")
-        _CTX.set_forkserver_preload(_PRELOAD)
-    return _CTX
-
-
-def in_subprocess(payload):
-    """Run one measurement (``worker_table``/``worker_sweep``) in its own process; its result dict."""
-    ctx = _context()
-    recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(payload, send), daemon=True)
-    proc.start()
-    send.close()
-    try:
-        res = recv.recv()
-    except EOFError:
-        res = dict(error="worker died without a result")
-    proc.join()
-    if "error" in res or proc.exitcode != 0:
-        raise RuntimeError(f"worker {payload} failed (exit code {proc.exitcode}):\n{res.get('error', '')[-3000:]}")
-    return res["ok"]
-
-
-def cosine(a, b):
-    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
-
-
 # --------------------------------------------------------------------------- table
 def table_configs(case, r, k, B):
     """Configurations of the table; checkpoints c = ⌈(r+B+1)/2⌉ hold ≥ the probed memory."""
@@ -467,7 +288,8 @@ def part_table(cases, r, repeats, tmp):
             gpath = str(Path(tmp) / f"g_{case}_{cfg['name']}.npy")
             t0 = time.time()
             try:
-                row = in_subprocess(dict(mode="table", case=case, t=t, cfg=cfg, gpath=gpath, repeats=repeats))
+                row = in_subprocess(run_worker, dict(mode="table", case=case, t=t, cfg=cfg, gpath=gpath,
+                                                     repeats=repeats))
                 row["process_s"] = time.time() - t0
             except RuntimeError as e:  # recorded (and reported at the end); the other columns still run
                 print(e, file=sys.stderr, flush=True)
@@ -630,7 +452,7 @@ def part_sweep(points, repeats):
     for case, t, r in points:
         t0 = time.time()  # the worker models (and caches) the observed data before measuring
         try:
-            row = in_subprocess(dict(mode="sweep", case=case, t=t, r=r, repeats=repeats))
+            row = in_subprocess(run_worker, dict(mode="sweep", case=case, t=t, r=r, repeats=repeats))
         except RuntimeError as e:  # recorded (and reported at the end); the other points still run
             print(e, file=sys.stderr, flush=True)
             failed.append(dict(case=case, T=t, r=r, error=str(e)[-3000:]))
@@ -723,7 +545,7 @@ def plot_sweep(sweep, path):
     ax[2].set_ylabel("probed / plain fwd+adj time")
     ax[2].set_title("ratio = (c₀ + c·r/k) / c_stencil  (k: time subsampling)", fontsize=10)
     ax[2].legend(fontsize=6)
-    plotting.save(fig, path, dpi=100, overwrite=True)  # the figure of the records in the JSON beside it
+    plotting.save(fig, path, dpi=100)  # a new file of this run (main refuses existing outputs)
 
 
 def plot_pareto(table, path):
@@ -739,90 +561,152 @@ def plot_pareto(table, path):
         plotting.plot_pareto([r["working_mb"] for _, r in rows], [r["cosine"] for _, r in rows],
                              [name for name, _ in rows], times=[r["time_ratio"] for _, r in rows],
                              time_format="{:.2f}× plain", ax=ax, title=case)
-    return plotting.save(fig, path, dpi=100, overwrite=True)
+    return plotting.save(fig, path, dpi=100)  # a new file of this run (main refuses existing outputs)
 
 
 # --------------------------------------------------------------------------- driver
 def meta():
-    import devito
-    return dict(date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), host=platform.node(),
-                cpus=os.cpu_count(), python=platform.python_version(), devito=devito.__version__,
-                omp_num_threads=os.environ.get("OMP_NUM_THREADS"),
-                devito_language=os.environ.get("DEVITO_LANGUAGE"),
-                command=" ".join(["python", os.path.relpath(__file__, Path.cwd())] + sys.argv[1:]))
+    return _harness_meta(__file__)
+
+
+def table_header(m, raw):
+    """Header of the generated table: the command, machine and where the raw numbers are."""
+    return ("# Gradient strategies: measured compute / memory table\n\n"
+            f"Generated by `{m['command']}` (`scripts/benchmark_gradients.py`, part `table`) on "
+            f"{m['date']}; machine {m['host']}, {m['cpus']} CPUs, Python {m['python']}, "
+            f"devito {m['devito']}, DEVITO_LANGUAGE={m['devito_language']}, "
+            f"OMP_NUM_THREADS={m['omp_num_threads']}. Raw numbers: {raw}. "
+            "Do not edit: rerun the command (with `--write-docs` for `benchmarks/gradients_table.md`).")
+
+
+def peers_header(m, raw):
+    return ("# timeprobe and Deepwave 0.1.0 on the same shots\n\n"
+            f"Generated by `{m['command']}` (`scripts/benchmark_gradients.py`, part `peers`) on {m['date']}. "
+            f"Raw numbers: {raw}. Do not edit: rerun the command (with `--write-docs` for "
+            "`benchmarks/gradients_peers.md`).")
+
+
+def raw_numbers(rec, out, part):
+    """Where a generated document's numbers are: the history record (if any) and this run's JSON."""
+    where = f"`{out.name}` (key `{part}`)"
+    return f"{records.cite(rec)}, figures key `{part}`; also {where}" if rec else \
+        f"{where}, not recorded in the history (--quick / --no-record)"
+
+
+def failures(res, parts):
+    """The failed measurements of ``parts`` in the results ``res`` (names)."""
+    failed = [f"table {case} {name}" for case, tab in res.get("table", {}).items() if "table" in parts
+              for name, row in tab["rows"].items() if "error" in row]
+    failed += [f"peers {key} {name}" for key, c in res.get("peers", {}).items() if "peers" in parts
+               for name, row in c["rows"].items() if "error" in row]
+    failed += [f"sweep {x['case']} T={x['T']:g} r={x['r']}" for x in res.get("sweep", {}).get("failed", [])
+               if "sweep" in parts]
+    return failed
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", nargs="+", default=["table", "speed", "sweep"],
-                    choices=["table", "speed", "sweep"])
-    ap.add_argument("--quick", action="store_true", help="tiny cases (smoke test); writes to a temp folder "
-                    "unless --out is given")
+                    choices=["table", "speed", "sweep", "peers"])
+    ap.add_argument("--quick", action="store_true", help="tiny cases (smoke test); not recorded in the history")
     ap.add_argument("--cases", nargs="+", default=None,
                     help="table cases, NAME or NAME:T_ms (default overthrust2d layered3d; quick: tiny ones)")
     ap.add_argument("--r", type=int, default=None, help="probes for table and speed (default 32; quick 8)")
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per configuration (minimum kept)")
-    ap.add_argument("--out", default=None, help="JSON (default benchmarks/gradients.json); the Markdown table "
-                    "<stem>_table.md, figures/<stem>_scaling.png and figures/<stem>_pareto.png go beside it")
+    ap.add_argument("--out", default=None, help="JSON of this run (must not exist; default "
+                    "results/benchmark_gradients-<time>/gradients.json); the Markdown tables <stem>_table.md, "
+                    "<stem>_peers.md and figures/<stem>_{scaling,pareto,peers_pareto}.png go beside it")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
+    records.add_arguments(ap, docs="benchmarks/gradients_table.md, benchmarks/gradients_peers.md and "
+                          "benchmarks/figures/gradients_{scaling,pareto,peers_pareto}.png of the parts run")
     a = ap.parse_args(argv)
     if a.worker:
         print(json.dumps(run_worker(json.loads(a.worker))))  # one measurement by hand (debugging)
         return
     if a.repeats is not None and a.repeats < 1:
         ap.error("--repeats must be >= 1")
+    records.check_arguments(ap, a)
     conf = QUICK if a.quick else FULL
     r = a.r or conf["r"]
     cases = [parse_case(c) for c in a.cases] if a.cases else conf["table"]
     if a.out:
         out = Path(a.out)
-    elif a.quick:
-        out = Path(tempfile.gettempdir()) / "timeprobe_bench_quick" / "gradients.json"
     else:
-        out = ROOT / "benchmarks" / "gradients.json"
+        out = records.output_dir("benchmark_gradients" + ("-quick" if a.quick else "")) / "gradients.json"
+
+    def outputs(stem, folder):
+        return dict(json=folder / f"{stem}.json", table=folder / f"{stem}_table.md",
+                    peers=folder / f"{stem}_peers.md", scaling=folder / "figures" / f"{stem}_scaling.png",
+                    pareto=folder / "figures" / f"{stem}_pareto.png",
+                    peers_pareto=folder / "figures" / f"{stem}_peers_pareto.png")
+    paths = outputs(out.stem, out.parent)
+    paths["json"] = out
+    docs = outputs("gradients", records.DOCS)  # the committed documents (--write-docs)
+    records.refuse_existing(*paths.values())  # this run's outputs never replace a file
     out.parent.mkdir(parents=True, exist_ok=True)
-    md_path = out.with_name(out.stem + "_table.md")
-    png_path = out.parent / "figures" / f"{out.stem}_scaling.png"
-    pareto_path = out.parent / "figures" / f"{out.stem}_pareto.png"
-    res = json.loads(out.read_text()) if out.exists() else {}
-    res["machine"] = {k: v for k, v in meta().items() if k not in ("date", "command")}
-    res["command"] = meta()["command"]
+
+    def publish(key, text=None):
+        """--write-docs: this run's figure (or ``text``, the document) becomes the committed one;
+        not when the part has failed measurements (they stay in this run's files and the record)."""
+        if not a.write_docs or not paths[key].exists():
+            return
+        if failures(res, [part]):
+            print("not writing", docs[key], "(failed measurements)", flush=True)
+            return
+        docs[key].parent.mkdir(parents=True, exist_ok=True)
+        if text is None:
+            shutil.copyfile(paths[key], docs[key])
+        else:
+            docs[key].write_text(text)
+        print("wrote", docs[key], flush=True)
+
+    res = {"machine": {k: v for k, v in meta().items() if k not in ("date", "command")},
+           "command": meta()["command"]}
     rep = lambda part: a.repeats or conf["repeats"][part]  # noqa: E731
     with tempfile.TemporaryDirectory() as tmp:
-        for part in a.part:
+        for part in dict.fromkeys(a.part):  # each part once
             t0 = time.time()
             if part == "table":
-                res.setdefault("table", {}).update(part_table(cases, r, rep("table"), tmp))
-                m = meta()
-                header = ("# Gradient strategies: measured compute / memory table\n\n"
-                          f"Generated by `{m['command']}` (`scripts/benchmark_gradients.py`, part `table`) on "
-                          f"{m['date']}; machine {m['host']}, {m['cpus']} CPUs, Python {m['python']}, "
-                          f"devito {m['devito']}, DEVITO_LANGUAGE={m['devito_language']}, "
-                          f"OMP_NUM_THREADS={m['omp_num_threads']}. Raw numbers: `{out.name}` (key `table`). "
-                          "Do not edit: rerun the command.")
-                md_path.write_text(markdown_table(res["table"], header) + "\n")
-                print("wrote", md_path, flush=True)
-                if plot_pareto(res["table"], pareto_path):
-                    print("wrote", pareto_path, flush=True)
+                res["table"] = part_table(cases, r, rep("table"), tmp)
             elif part == "speed":
                 case, t = (cases[0] if a.cases else conf["speed"])
                 res["speed"] = part_speed(case, t, r, repeats=rep("speed"))
+            elif part == "peers":
+                pconf = peers.QUICK if a.quick else peers.FULL
+                res["peers"] = peers.part_peers(cases if a.cases else pconf["cases"], r,
+                                                a.repeats or pconf["repeats"], tmp)
             else:
                 res["sweep"] = part_sweep(conf["sweep"], rep("sweep"))
-                if res["sweep"]["rows"]:
-                    plot_sweep(res["sweep"], png_path)
-                    print("wrote", png_path, flush=True)
             res.setdefault("part_wall_s", {})[part] = time.time() - t0
-            out.write_text(json.dumps(res, indent=1, default=str))
+            # one record per part run: its figures, under the part's name
+            rec = records.record(a, "benchmark_gradients", {part: res[part], "wall_s": time.time() - t0},
+                                 argv, __file__)
+            raw = raw_numbers(rec, out, part)
+            doc_raw = f"{records.cite(rec)}, figures key `{part}`" if rec else None  # committed: the record only
+            if part == "table":
+                paths["table"].write_text(markdown_table(res["table"], table_header(meta(), raw)) + "\n")
+                print("wrote", paths["table"], flush=True)
+                publish("table", doc_raw and markdown_table(res["table"], table_header(meta(), doc_raw)) + "\n")
+                if plot_pareto(res["table"], paths["pareto"]):
+                    print("wrote", paths["pareto"], flush=True)
+                    publish("pareto")
+            elif part == "peers":
+                paths["peers"].write_text(peers.markdown(res["peers"], peers_header(meta(), raw)) + "\n")
+                peers.plot_pareto(res["peers"], paths["peers_pareto"])
+                print("wrote", paths["peers"], "and", paths["peers_pareto"], flush=True)
+                publish("peers", doc_raw and peers.markdown(res["peers"], peers_header(meta(), doc_raw)) + "\n")
+                publish("peers_pareto")
+            elif part == "sweep" and res["sweep"]["rows"]:
+                plot_sweep(res["sweep"], paths["scaling"])
+                print("wrote", paths["scaling"], flush=True)
+                publish("scaling")
+            out.write_text(json.dumps(res, indent=1, default=str))  # this run's own file, part by part
             print("wrote", out, f"({part}: {time.time() - t0:.0f} s)", flush=True)
     if "speed" in a.part:
         print(json.dumps({k: res["speed"][k] for k in ("best_s", "ratios", "cosine")}, indent=1))
-    failed = [f"table {case} {name}" for case in (c for c, _ in cases) if "table" in a.part
-              for name, row in res["table"][case]["rows"].items() if "error" in row]
-    failed += [f"sweep {x['case']} T={x['T']:g} r={x['r']}" for x in res.get("sweep", {}).get("failed", [])
-               if "sweep" in a.part]
+    failed = failures(res, a.part)
     if failed:
-        sys.exit("failed measurements (errors in the JSON): " + "; ".join(failed))
+        sys.exit("failed measurements (errors in the JSON and the record): " + "; ".join(failed))
 
 
 if __name__ == "__main__":

@@ -36,12 +36,17 @@ column at 12.5 m; ``thrust3d`` — ``models.synthetic_thrust_3d`` 81×81×51 at 
 Usage::
 
     python scripts/benchmark_imaging.py                      # overthrust2d, thrust3d (≈ 15 min on 2 cores)
-    python scripts/benchmark_imaging.py --cases thrust3d_large --offsets 41 --r 32
+    python scripts/benchmark_imaging.py --write-docs         # … and rewrite benchmarks/imaging_gathers.md
+    python scripts/benchmark_imaging.py --cases thrust3d_large --offsets 41 --r 32 --note "3D, no exact"
     python scripts/benchmark_imaging.py --quick --out /tmp/bi/imaging_gathers.json   # smoke test
 
-Writes ``benchmarks/imaging_gathers.json`` (results merge per case) and the Markdown table
-``benchmarks/imaging_gathers.md`` beside it (date, command, commit, machine); ``--quick`` writes
-under the system temp folder unless ``--out`` is given.
+Every run but ``--quick`` / ``--no-record`` appends one record (script ``benchmark_imaging``, its
+figures: every case's rows, sizes and the run's machine state) to the benchmark history
+(``scripts/records.py``: ``benchmarks/history.jsonl``; ``--note`` is stored with it) and prints
+the Markdown table. Files are written only when asked, and never replace one: ``--out FILE.json``
+writes the figures there (rewritten as each case finishes) and the table beside it (``.md``),
+both refused if they exist; ``--write-docs`` (a recorded run) rewrites the committed
+``benchmarks/imaging_gathers.md``, naming the history record it comes from.
 """
 from __future__ import annotations
 
@@ -65,11 +70,17 @@ os.environ.setdefault("DEVITO_LOGGING", "WARNING")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 SHARED = Path(os.environ.get("TIMEPROBE_DATA", ROOT.parent / "shared"))
 CACHE = Path(os.environ.get("TIMEPROBE_BENCH_CACHE", tempfile.gettempdir())) / "timeprobe_bench"
 
+import records  # noqa: E402  (scripts/, on sys.path as the script's folder)
 import timeprobe as tp  # noqa: E402
 from timeprobe.io import peak_memory_mb, reset_peak_memory  # noqa: E402
+from timeprobe.probing import DEFAULT_BLOCK  # noqa: E402
+
+#: the committed report (--write-docs)
+DOC = ROOT / "benchmarks" / "imaging_gathers.md"
 
 MIB = 2.0 ** 20
 FLOAT = 4
@@ -152,14 +163,13 @@ def setup(case, t):
 
 def case_info(model0, q, d):
     from timeprobe.geometry import computational_axis
-    from timeprobe.probe_buffers import probe_margin
+    from timeprobe.probe_buffers import region_shape
     dt, nt = computational_axis(model0, q.geometry, d.geometry)
     so = model0.space_order
-    t = probe_margin(model0)
     return dict(shape=list(model0.shape), shape_padded=list(model0.shape_padded), dt=float(dt), nt=int(nt),
                 N=int(np.prod(model0.shape)), N_pad=int(np.prod(model0.shape_padded)),
                 N_h=int(np.prod([s + 2 * so for s in model0.shape_padded])),
-                N_r=int(np.prod([s - 2 * t for s in model0.shape_padded])), nbl=model0.nbl, space_order=so,
+                N_r=int(np.prod(region_shape(model0))), nbl=model0.nbl, space_order=so,
                 spacing=list(model0.spacing))
 
 
@@ -213,11 +223,12 @@ def expected_memory(cfg, info, extra_columns=0):
     gathers = nlag * nh * N
     if cfg["ps"] is None:
         return ("(nt+1)·N_h + nlag·nh·N", (nt + 1) * Nh + gathers)
-    r, B = cfg["ps"], 4
+    # ring buffers of B − 1 slots (the block's last snapshot is read from the wavefield)
+    r, B = cfg["ps"], DEFAULT_BLOCK
     if nc == 1 and nlag == 1:
-        return ("(2r+B)·N_r + nh·N", (2 * r + B) * Nr + gathers)
+        return ("(2r+B−1)·N_r + nh·N", (2 * r + B - 1) * Nr + gathers)
     ra = r + extra_columns
-    return ("(r+r_a+B)·N_r + 2·nc·16·N + nlag·nh·N", (r + ra + B) * Nr + 2 * nc * 16 * N + gathers)
+    return ("(r+r_a+B−1)·N_r + 2·nc·16·N + nlag·nh·N", (r + ra + B - 1) * Nr + 2 * nc * 16 * N + gathers)
 
 
 # --------------------------------------------------------------------------- workers
@@ -353,26 +364,28 @@ def commit():
         return "unknown"
 
 
-def meta():
+def meta(argv=None):
     import devito
     return dict(date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), host=platform.node(),
                 cpus=os.cpu_count(), python=platform.python_version(), devito=devito.__version__,
                 omp_num_threads=os.environ.get("OMP_NUM_THREADS"), commit=commit(),
                 load_avg=os.getloadavg()[0],
-                command=" ".join(["python", os.path.relpath(__file__, Path.cwd())] + sys.argv[1:]))
+                command=" ".join(["python", os.path.relpath(__file__, Path.cwd())]
+                                 + list(sys.argv[1:] if argv is None else map(str, argv))))
 
 
 def fmt(v, spec=".2f"):
     return "—" if v is None else format(v, spec)
 
 
-def markdown(results):
-    m = meta()
+def markdown(results, m, raw):
+    """The report of a run: ``results`` its cases, ``m`` its :func:`meta`, ``raw`` where its
+    figures are (the history record, :func:`records.cite`, or a JSON file)."""
     lines = ["# Subsurface-offset gathers: exact in-loop vs probed", "",
              f"Generated by `{m['command']}` (`scripts/benchmark_imaging.py`) on {m['date']}, commit "
              f"`{m['commit']}`; machine {m['host']}, {m['cpus']} CPUs, 1-min load average {m['load_avg']:.1f}, "
              f"Python {m['python']}, devito {m['devito']}, OMP_NUM_THREADS={m['omp_num_threads']}. Raw numbers: "
-             "the JSON beside this file. Do not edit: rerun the command.", "",
+             f"{raw}. Do not edit: rerun the command (with `--write-docs` for this file).", "",
              "Time ÷ plain: minimum over interleaved repeats of every configuration *in one process* (operators "
              "built beforehand), divided by the plain forward + adjoint of the same run. Working memory: each "
              "configuration in its own process, peak RSS of one run minus the peak of one plain forward "
@@ -406,27 +419,32 @@ def markdown(results):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="tiny cases (smoke test); writes to a temp folder "
-                    "unless --out is given")
+    ap.add_argument("--quick", action="store_true", help="tiny cases (smoke test); not recorded in the history")
     ap.add_argument("--cases", nargs="+", default=None, help="NAME or NAME:T_ms")
     ap.add_argument("--offsets", nargs="+", type=int, default=None, help="numbers of offsets (2D)")
     ap.add_argument("--r", nargs="+", type=int, default=None, help="numbers of probes")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--no-extras", action="store_true", help="skip the ISIC and time-lag configurations")
-    ap.add_argument("--out", default=None, help="JSON (default benchmarks/imaging_gathers.json); the Markdown "
-                    "table goes beside it (.md)")
+    ap.add_argument("--out", default=None, help="also write this run's figures to this JSON file and the "
+                    "Markdown table beside it (.md); neither may exist")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
+    records.add_arguments(ap, docs="benchmarks/imaging_gathers.md")
     a = ap.parse_args(argv)
     if a.worker:
         print(json.dumps(run_worker(json.loads(a.worker))))
-        return
+        return None
+    records.check_arguments(ap, a)
+    if a.repeats is not None and a.repeats < 1:
+        ap.error("--repeats must be >= 1")
+    out = Path(a.out) if a.out else None
+    if out is not None:
+        if out.suffix != ".json":
+            ap.error(f"--out must name a .json file, got {out}")
+        records.refuse_existing(out, out.with_suffix(".md"))  # before the run, not after it
+        out.parent.mkdir(parents=True, exist_ok=True)
     conf = QUICK if a.quick else FULL
     cases = [parse_case(c) for c in (a.cases or conf["cases"])]
-    out = Path(a.out) if a.out else (Path(tempfile.gettempdir()) / "timeprobe_bench_quick" / "imaging_gathers.json"
-                                     if a.quick else ROOT / "benchmarks" / "imaging_gathers.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    res = json.loads(out.read_text()) if out.exists() else {}
-    res.setdefault("cases", {})
+    res = dict(cases={}, meta=meta(argv))
     for case, t in cases:
         three_d = case.startswith("thrust3d")
         offsets = a.offsets or (conf["offsets3d"] if three_d else conf["offsets"])
@@ -434,9 +452,21 @@ def main(argv=None):
         large = case == "thrust3d_large"
         res["cases"][case] = measure_case(case, t, offsets, rs, a.repeats or conf["repeats"],
                                           conf["extras"] and not a.no_extras and not three_d, no_exact=large)
-        out.write_text(json.dumps(res, indent=1, default=str))
-        out.with_suffix(".md").write_text(markdown(res["cases"]) + "\n")
+        if out is not None:  # this run's own file (refused above if it existed), as each case finishes
+            out.write_text(json.dumps(records.plain(res), indent=1, default=str))
+    rec = records.record(a, "benchmark_imaging", res, argv, __file__)
+    raw = records.cite(rec) if rec else "not recorded in the history (--quick / --no-record)"
+    if out is not None:
+        raw += f"; also `{out.name}` beside this file"
+    md = markdown(res["cases"], res["meta"], raw)
+    print(md, flush=True)
+    if out is not None:
+        out.with_suffix(".md").write_text(md + "\n")
         print("wrote", out, out.with_suffix(".md"), flush=True)
+    if getattr(a, "write_docs", False):  # the committed report names the record only
+        DOC.write_text(markdown(res["cases"], res["meta"], records.cite(rec)) + "\n")
+        print("wrote", DOC, flush=True)
+    return res
 
 
 if __name__ == "__main__":

@@ -15,12 +15,17 @@ default). Each configuration runs in its own subprocess, which
 Gradient working memory = step-3 peak − step-2 peak. Expected (float32, N padded points):
 exact ``(nt + 1)·N_halo`` (every snapshot, with its stencil halo); probed ``r·N_region`` (ū)
 + ``B·N_region`` (ring buffer), ``N_region`` the physical domain plus ``space_order/2`` points
-(``timeprobe.probe_buffers.probe_margin``). The gradient array was allocated with the operators, the adjoint field
+(``timeprobe.probe_buffers.region_shape``) with ``--sum-padding 0``, the padded grid otherwise. The gradient array was allocated with the operators, the adjoint field
 reuses the forward field's buffers and the adjoint source overwrites the synthetic traces in
 place; what both peaks share (the traces, the model) cancels, up to the few MiB by which
 plain modelling's own temporaries exceed the gradient's.
 
+Each run appends one record (script ``benchmark_memory``) to the benchmark history
+(``scripts/records.py``: ``benchmarks/history.jsonl``) unless ``--no-record``; ``--out`` also
+writes the figures to a new JSON file.
+
     python scripts/benchmark_memory.py [--model PATH] [--ps 32] [--block 4] [--mode QR] [--out FILE.json]
+                                       [--note TEXT] [--no-record]
 """
 import argparse
 import json
@@ -29,14 +34,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import records  # noqa: E402
 
-def child(model_path, config, ps, block, mode):
+
+def child(model_path, config, ps, block, mode, sum_padding=True):
     import numpy as np
 
     import timeprobe as tp
     from timeprobe.geometry import computational_axis
     from timeprobe.io import peak_memory_mb, reset_peak_memory
-    from timeprobe.probe_buffers import probe_margin
+    from timeprobe.probe_buffers import region_shape
 
     true = tp.Model.from_h5(model_path, key="m")
     m = tp.Model.from_h5(model_path, key="m0")
@@ -50,8 +58,8 @@ def child(model_path, config, ps, block, mode):
 
     def gradient():
         if config == "exact":
-            return tp.fwi_objective(m, q, d)
-        return tp.fwi_objective(m, q, d, ps=ps, mode=mode, seed=0, block=block)
+            return tp.fwi_objective(m, q, d, sum_padding=sum_padding)
+        return tp.fwi_objective(m, q, d, ps=ps, mode=mode, seed=0, block=block, sum_padding=sum_padding)
     # one gradient first: it generates and compiles every operator the measured one uses
     gradient()
     reset_peak_memory()  # what the set-up above allocated and freed is not the baseline
@@ -63,7 +71,8 @@ def child(model_path, config, ps, block, mode):
     out = dict(config=config, baseline_mib=base, peak_mib=peak, working_mib=peak - base, nt=nt,
                N=int(np.prod(m.shape_padded)),
                N_halo=int(np.prod([n + 2 * m.space_order for n in m.shape_padded])),
-               N_region=int(np.prod([n - 2 * probe_margin(m) for n in m.shape_padded])))
+               N_region=int(np.prod(region_shape(m))) if not sum_padding else int(np.prod(m.shape_padded)),
+               sum_padding=sum_padding)
     if config == "probed":
         from timeprobe.probing import ProbingOptions, probes_for_shot, shot_generators
         from timeprobe.geometry import to_computational
@@ -81,11 +90,17 @@ def main(argv=None):
     ap.add_argument("--ps", type=int, default=32)
     ap.add_argument("--block", type=int, default=4)
     ap.add_argument("--mode", default="QR")
-    ap.add_argument("--out", default=None)
+    ap.add_argument("--sum-padding", type=int, choices=(0, 1), default=1,
+                    help="1 (default): the exact derivative, probe fields over the padded grid; "
+                         "0: the physical part, probe fields skip the absorbing layers")
+    ap.add_argument("--out", default=None, help="also write the figures to this JSON file (must not exist)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    records.add_arguments(ap)
     a = ap.parse_args(argv)
     if a.child:
-        return child(a.model, a.child, a.ps, a.block, a.mode)
+        return child(a.model, a.child, a.ps, a.block, a.mode, bool(a.sum_padding))
+    if a.out:
+        records.refuse_existing(a.out)  # before the run, not after it
     rows = {}
     for config in ("exact", "probed"):
         # A fixed glibc mmap threshold: every array above 128 KiB is its own mapping, returned
@@ -93,18 +108,22 @@ def main(argv=None):
         # dynamic threshold, freed arrays linger in the heap and later ones reuse them).
         env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
         res = subprocess.run([sys.executable, __file__, "--child", config, "--model", a.model,
-                              "--ps", str(a.ps), "--block", str(a.block), "--mode", a.mode],
+                              "--ps", str(a.ps), "--block", str(a.block), "--mode", a.mode,
+                              "--sum-padding", str(a.sum_padding)],
                              capture_output=True, text=True, check=True, env=env)
         rows[config] = json.loads(res.stdout.strip().splitlines()[-1])
     ex, pr = rows["exact"], rows["probed"]
     nt, N, r, B = ex["nt"], ex["N"], pr["r"], pr["block"]
-    result = dict(rows=rows, nt=nt, N=N, r=r, block=B,
-                  expected_exact_mib=(nt + 1) * ex["N_halo"] * 4 / 2**20,
+    result = dict(model=Path(a.model).name, mode=a.mode, sum_padding=a.sum_padding, rows=rows, nt=nt, N=N,
+                  r=r, block=B, expected_exact_mib=(nt + 1) * ex["N_halo"] * 4 / 2**20,
                   expected_probed_mib=(r + B) * pr["N_region"] * 4 / 2**20,
                   ratio=ex["working_mib"] / pr["working_mib"], goal=0.8 * nt / r)
     print(json.dumps(result, indent=1))
     if a.out:
-        Path(a.out).write_text(json.dumps(result, indent=1))
+        with open(a.out, "x") as f:
+            json.dump(records.plain(result), f, indent=1)
+    records.record(a, "benchmark_memory", result, argv, __file__)
+    return result
 
 
 if __name__ == "__main__":

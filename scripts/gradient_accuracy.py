@@ -12,19 +12,26 @@ r ∈ {2, 4, …, 256}; writes
 Example (default acquisition = the issue's benchmark: one shot at the middle, receivers at every
 grid column at 12.5 m depth, 3 s, 10 Hz Ricker, data at 4 ms)::
 
-    python scripts/gradient_accuracy.py ../shared/models/overthrust_small.h5 --out results/accuracy
+    python scripts/gradient_accuracy.py ../shared/models/overthrust_small.h5
 
-Results go to a fresh folder (``--out`` must not exist unless ``--overwrite``).
+Results go to a fresh folder (``results/gradient_accuracy-<time>``, git-ignored, or ``--out``, which
+must not exist unless ``--overwrite``). The scores (``accuracy.json``) are also appended as one
+record (script ``gradient_accuracy``) to the benchmark history (``scripts/records.py``:
+``benchmarks/history.jsonl``) unless ``--no-record``.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import records  # noqa: E402
 
 
 def cosine(a, b):
@@ -35,8 +42,8 @@ def cosine(a, b):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", help="HDF5 model file (keys n, d, o, m, m0)")
-    ap.add_argument("--out", default="results/gradient_accuracy")
-    ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--out", default=None, help="results folder (default: a new results/gradient_accuracy-<time>)")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     ap.add_argument("--modes", nargs="+", default=["QR", "hutchpp", "dft", "rademacher", "gaussian", "orthogonal"])
     ap.add_argument("--ps", nargs="+", type=int, default=[2, 4, 8, 16, 32, 64, 128, 256])
     ap.add_argument("--panels", nargs="+", type=int, default=[8, 32, 128])
@@ -46,6 +53,7 @@ def main(argv=None):
     ap.add_argument("--src-depth", type=float, default=12.5)
     ap.add_argument("--water-rows", type=int, default=20, help="rows excluded from the scores")
     ap.add_argument("--seed", type=int, default=1)
+    records.add_arguments(ap)
     a = ap.parse_args(argv)
 
     from tqdm.auto import tqdm
@@ -55,12 +63,15 @@ def main(argv=None):
     from timeprobe.geometry import computational_axis, to_computational
     from timeprobe.probing import ProbingOptions, probes_for_shot
 
-    out = Path(a.out)
-    if out.exists():
-        if not a.overwrite:
-            raise SystemExit(f"{out} exists; choose another --out or pass --overwrite")
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    if a.out is None:
+        out = records.output_dir("gradient_accuracy")
+    else:
+        out = Path(a.out)
+        if out.exists():
+            if not a.overwrite:
+                raise SystemExit(f"{out} exists; choose another --out or pass --overwrite")
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
 
     true = tp.Model.from_h5(a.model, key="m")
     init = tp.Model.from_h5(a.model, key="m0")
@@ -78,7 +89,8 @@ def main(argv=None):
     below = (slice(None), slice(a.water_rows, None))
     dt, nt = computational_axis(init, q.geometry, rec)
 
-    scores = {"model": str(a.model), "nt": nt, "dt": dt, "exact_seconds": t_exact, "modes": {}}
+    scores = {"model": str(a.model), "nt": nt, "dt": dt, "exact_seconds": t_exact, "f0": a.f0, "t": a.t,
+              "seed": a.seed, "water_rows": a.water_rows, "modes": {}}
     panels = {}
     jobs = [(m, r) for m in a.modes for r in a.ps if r <= nt and not (m == "dft" and r % 2)]
     for mode, r in tqdm(jobs, desc="probed gradients"):
@@ -128,7 +140,9 @@ def main(argv=None):
     plotting.save(fig, out / "probes.png")
     print(json.dumps({m: [(x["r"], round(x.get("cosine", float("nan")), 4)) for x in rows]
                       for m, rows in scores["modes"].items()}))
+    records.record(a, "gradient_accuracy", scores, argv, __file__)
     print(f"results in {out}")
+    return scores
 
 
 if __name__ == "__main__":

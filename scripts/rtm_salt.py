@@ -6,6 +6,10 @@ Used by ``notebooks/obn_rtm_salt.ipynb``; runnable on its own::
     python scripts/rtm_salt.py            # small (CI) size
     TIMEPROBE_NOTEBOOK_SMALL=0 python scripts/rtm_salt.py
 
+Run as a script, it appends one record (script ``rtm_salt``: sizes, image error, array and
+measured memory, the gathers' times, focusing and memory) to the benchmark history
+(``scripts/records.py``: ``benchmarks/history.jsonl``) unless ``--no-record``; :func:`run` (the notebook's entry) records nothing.
+
 ``salt_model`` is a *built-in synthetic* (water, a compacting sediment gradient
 and an elliptical 4.5 km/s salt body) — not SEAM. ``load_seam(path)`` reads a
 user-supplied SEAM 2D vp (HDF5 key "vp" in km/s or m/s, (nx, nz); or a SEG-Y
@@ -213,8 +217,13 @@ def run(small=True, seam_path=None, r=64, seed=0, measure=True, slow=0.9):
 
 if __name__ == "__main__":
     import argparse
-    ap = argparse.ArgumentParser()
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import records
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seam", default=None)
+    records.add_arguments(ap)
     a = ap.parse_args()
     out = run(small=os.environ.get("TIMEPROBE_NOTEBOOK_SMALL", "1") == "1", seam_path=a.seam)
     print(f"nt = {out['nt']}, r = {out['r']}, N = {out['N']}, relative image error = {out['rel_error']:.3f}")
@@ -229,3 +238,12 @@ if __name__ == "__main__":
     if "measured_mib" in g:
         mm = g["measured_mib"]
         print(f"gathers memory: exact {mm['exact']:.1f} MiB, probed {mm['probed']:.1f} MiB")
+    model = out["model"]
+    records.record(a, "rtm_salt", dict(
+        small=os.environ.get("TIMEPROBE_NOTEBOOK_SMALL", "1") == "1", seam=out["seam"], shape=model.shape,
+        spacing=model.spacing, nbl=model.nbl, nt=out["nt"], r=out["r"], N=out["N"], ic="isic",
+        rel_error=out["rel_error"], bytes_exact=out["bytes_exact"], bytes_probed=out["bytes_probed"],
+        measured_exact_mib=out.get("measured_exact_mib"), measured_probed_mib=out.get("measured_probed_mib"),
+        gathers=dict(offsets=g["offsets"], slow=g["slow"], seconds=g["seconds"], cosine=g["cosine"],
+                     focusing=g["focusing"], bytes_exact=g["bytes_exact"], bytes_probed=g["bytes_probed"],
+                     measured_mib=g.get("measured_mib"))))

@@ -8,7 +8,13 @@ Rademacher), for several seeds. Reports the final test accuracy per seed, the me
 paired difference to exact, and plots test accuracy vs epoch.
 
     python scripts/xconv_digits.py [--seeds 5] [--epochs 40] [--ps 8,32] [--mode all]
-                                   [--out results/xconv_digits.json] [--fig results/xconv_digits.png]
+                                   [--out FILE.json] [--fig FILE.png] [--write-docs]
+
+Each run (not --no-record) appends one record (script ``xconv_digits``) to the benchmark history
+(``scripts/records.py``: ``benchmarks/history.jsonl``). The JSON and the figure go to a fresh
+``results/xconv_digits-<time>/`` (git-ignored) unless ``--out`` / ``--fig`` name new files
+(existing files are refused); ``--write-docs`` also draws the committed
+``benchmarks/figures/xconv_digits.png``.
 """
 import argparse
 import copy
@@ -21,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import records  # noqa: E402
 from xconv_common import machine_info, reset_parameters, save_json  # noqa: E402
 
 from timeprobe.xconv import convert_net, nets  # noqa: E402
@@ -63,7 +70,33 @@ def train(net, data, epochs, batch, lr, order_seed):
     return hist
 
 
-def main():
+def plot_digits(res, epochs, seeds, mode, path):
+    """Test accuracy against epoch, mean ± std over the seeds, one curve per variant."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    ep = np.arange(1, epochs + 1)
+    for ps in res["hist"]:
+        h = 100 * np.array(res["hist"][ps])
+        m, s = h.mean(0), h.std(0)
+        lab = "exact (nn.Conv2d)" if ps == "0" else f"XConv r = {ps}"
+        ax.plot(ep, m, label=lab)
+        ax.fill_between(ep, m - s, m + s, alpha=0.2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(80, 100)
+    ax.set_title(f"sklearn digits, {seeds} seeds (mean ± std), mode '{mode}'", fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(str(path)) or ".", exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print("wrote", path)
+
+
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=40)
@@ -72,9 +105,18 @@ def main():
     ap.add_argument("--ps", default="8,32")
     ap.add_argument("--mode", default="all", choices=["all", "channel"])
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default="results/xconv_digits.json")
-    ap.add_argument("--fig", default="results/xconv_digits.png")
-    a = ap.parse_args()
+    ap.add_argument("--out", default=None, help="JSON file (must not exist; default "
+                    "results/xconv_digits-<time>/xconv_digits.json)")
+    ap.add_argument("--fig", default=None, help="figure (must not exist; default beside the default JSON)")
+    records.add_arguments(ap, docs="benchmarks/figures/xconv_digits.png")
+    a = ap.parse_args(argv)
+    records.check_arguments(ap, a)
+    records.refuse_existing(a.out, a.fig)  # before the run, not after it
+    if a.out:
+        out, fig = a.out, a.fig
+    else:
+        run_dir = records.output_dir("xconv_digits")
+        out, fig = run_dir / "xconv_digits.json", a.fig or run_dir / "xconv_digits.png"
     torch.set_num_threads(a.threads)
     data = load_digits_split()
     variants = [0] + [int(p) for p in a.ps.split(",")]
@@ -104,30 +146,14 @@ def main():
         s = res["summary"][str(ps)]
         print(f"ps={ps:2d}: {100 * s['mean_acc']:.2f} ± {100 * s['std_acc']:.2f}%  "
               f"paired diff vs exact {s['mean_diff_vs_exact_pp']:+.2f} ± {s['std_diff_pp']:.2f} pp")
-    save_json(a.out, res)
-    print("wrote", a.out)
-    if a.fig:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(5.5, 3.4))
-        ep = np.arange(1, a.epochs + 1)
-        for ps in variants:
-            h = 100 * np.array(res["hist"][str(ps)])
-            m, s = h.mean(0), h.std(0)
-            lab = "exact (nn.Conv2d)" if ps == 0 else f"XConv r = {ps}"
-            ax.plot(ep, m, label=lab)
-            ax.fill_between(ep, m - s, m + s, alpha=0.2)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_ylim(80, 100)
-        ax.set_title(f"sklearn digits, {a.seeds} seeds (mean ± std), mode '{a.mode}'", fontsize=9)
-        ax.legend(fontsize=8, loc="lower right")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        os.makedirs(os.path.dirname(a.fig) or ".", exist_ok=True)
-        fig.savefig(a.fig, dpi=110)
-        print("wrote", a.fig)
+    save_json(out, res)
+    print("wrote", out)
+    if fig:
+        plot_digits(res, a.epochs, a.seeds, a.mode, fig)
+    rec = records.record(a, "xconv_digits", {k: v for k, v in res.items() if k != "cmd"}, argv, __file__)
+    if rec and a.write_docs:
+        plot_digits(res, a.epochs, a.seeds, a.mode, records.DOCS / "figures" / "xconv_digits.png")
+    return res
 
 
 if __name__ == "__main__":

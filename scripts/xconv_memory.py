@@ -13,7 +13,11 @@
    plus the bytes of the tensors alive before it (input, parameters, gradients), estimates
    the same quantity as CUDA's max_memory_allocated.
 
-    python scripts/xconv_memory.py [--device cpu|cuda] [--quick] [--out results/xconv_memory.json]
+    python scripts/xconv_memory.py [--device cpu|cuda] [--quick] [--out FILE.json]
+
+Each run (not --quick, not --no-record) appends one record (script ``xconv_memory``) to the
+benchmark history (``scripts/records.py``: ``benchmarks/history.jsonl``). The JSON goes to a
+fresh ``results/xconv_memory-<time>/`` (git-ignored) unless ``--out`` names a new file.
 """
 import argparse
 import gc
@@ -25,6 +29,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import records  # noqa: E402
 from xconv_common import machine_info, reset_parameters, save_json  # noqa: E402
 
 from timeprobe.xconv import Xconv2D, convert_net, nets  # noqa: E402
@@ -138,19 +143,26 @@ def saved_bytes_table(device, sizes):
     return rows
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--child")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--quick", action="store_true", help="small batches (smoke test)")
     ap.add_argument("--nets", default="stack4,resnet18,squeezenet")
-    ap.add_argument("--out", default="results/xconv_memory.json")
+    ap.add_argument("--out", default=None, help="JSON file (must not exist; default "
+                    "results/xconv_memory-<time>/xconv_memory_<device>.json)")
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--no-saved", action="store_true", help="skip the saved-bytes table")
-    a = ap.parse_args()
+    records.add_arguments(ap)
+    a = ap.parse_args(argv)
     if a.child:
         print(json.dumps(child(json.loads(a.child))))
         return
+    if a.out:
+        records.refuse_existing(a.out)  # before the run, not after it
+        out = a.out
+    else:
+        out = records.output_dir("xconv_memory" + ("-quick" if a.quick else "")) / f"xconv_memory_{a.device}.json"
     res = {"machine": machine_info(), "device": a.device, "cmd": " ".join(sys.argv)}
     res["saved_bytes"] = [] if a.no_saved else saved_bytes_table(
         a.device, [(min(b, 4), c, n) for b, c, n in SIZES] if a.quick else SIZES)
@@ -174,8 +186,10 @@ def main():
             res["peak"].append(r)
             print(f"  {net:10s} ps={ps:2d} bitrelu={relu!s:5s} peak {r['peak_bytes'] / MiB:9.1f} MiB"
                   f" (live before: {r['base_bytes'] / MiB:.1f} MiB)", flush=True)
-    save_json(a.out, res)
-    print("wrote", a.out)
+    save_json(out, res)
+    print("wrote", out)
+    records.record(a, "xconv_memory", {k: v for k, v in res.items() if k != "cmd"}, argv, __file__)
+    return res
 
 
 if __name__ == "__main__":

@@ -8,8 +8,14 @@ t(Xconv2D), so > 1 means the probed layer is faster. Runs on CUDA when available
 (cudnn.benchmark on, CUDA-event timing), else on the CPU.
 
     python scripts/xconv_speed.py [--device cpu|cuda] [--reps 3] [--quick] [--dtype float32]
-                                  [--out results/xconv_speed_<device>.json] [--fig PATH]
+                                  [--out FILE.json] [--fig PATH] [--write-docs]
                                   [--breakdown]   # also time the exact pieces separately
+
+Each run (not --quick, not --no-record) appends one record (script ``xconv_speed``) to the
+benchmark history (``scripts/records.py``: ``benchmarks/history.jsonl``). The JSON and the bar
+chart go to a fresh ``results/xconv_speed-<time>/`` (git-ignored) unless ``--out`` / ``--fig``
+name new files (existing files are refused); ``--write-docs`` also draws the committed
+``benchmarks/figures/xconv_speed_<device>.png``.
 """
 import argparse
 import os
@@ -21,6 +27,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import records  # noqa: E402
 from xconv_common import machine_info, save_json  # noqa: E402
 
 from timeprobe.xconv import Xconv2D  # noqa: E402
@@ -74,7 +81,31 @@ def breakdown(w, x, gy, reps, run):
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def main():
+def plot_speed(res, path):
+    """Bar chart of the speed-ups (t(nn.Conv2d) / t(XConv)) per size and r."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    ks = [k for k in res["rows"][0] if k.startswith("speedup_")]
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    wdt = 0.8 / len(ks)
+    for j, k in enumerate(ks):
+        ax.bar([i + j * wdt for i in range(len(res["rows"]))], [r[k] for r in res["rows"]],
+               wdt, label=f"r = {k.split('_r')[1]}")
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xticks([i + wdt * (len(ks) - 1) / 2 for i in range(len(res["rows"]))])
+    ax.set_xticklabels([f"b={r['b']} c={r['c']}\n{r['n']}²" for r in res["rows"]], fontsize=8)
+    ax.set_ylabel("speed vs nn.Conv2d (×)")
+    ax.set_title(f"XConv fwd+bwd, {res['device'].split(':')[0].upper()} {res['dtype']}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(str(path)) or ".", exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print("wrote", path)
+
+
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--reps", type=int, default=None)
@@ -82,15 +113,19 @@ def main():
     ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     ap.add_argument("--ps", default="8,32")
     ap.add_argument("--mode", default="all", choices=["all", "channel"])
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--fig", default=None)
+    ap.add_argument("--out", default=None, help="JSON file (must not exist; default "
+                    "results/xconv_speed-<time>/xconv_speed_<device>.json)")
+    ap.add_argument("--fig", default=None, help="bar chart (must not exist; default beside the default JSON)")
     ap.add_argument("--sizes", default="1,2,3,4", help="which of the four sizes (1-based)")
     ap.add_argument("--batch-div", type=int, default=1,
                     help="divide the batch sizes (indicative CPU runs of the big-channel sizes)")
     ap.add_argument("--breakdown", action="store_true",
                     help="also time the components: library vs row-band forward convolution "
                          "and input gradient, exact weight gradient, fused exact backward")
-    a = ap.parse_args()
+    records.add_arguments(ap, docs="benchmarks/figures/xconv_speed_<device>.png")
+    a = ap.parse_args(argv)
+    records.check_arguments(ap, a)
+    records.refuse_existing(a.out, a.fig)  # before the run, not after it
     device = torch.device(a.device)
     dtype = getattr(torch, a.dtype)
     reps = a.reps or (10 if device.type == "cuda" else 3)
@@ -104,7 +139,11 @@ def main():
     sizes = QUICK if a.quick else SIZES
     sizes = [sizes[int(i) - 1] for i in a.sizes.split(",")]
     sizes = [(max(1, b // a.batch_div), c, n) for b, c, n in sizes]
-    out = a.out or f"results/xconv_speed_{device.type}.json"
+    if a.out:
+        out, fig = a.out, a.fig
+    else:
+        run_dir = records.output_dir("xconv_speed" + ("-quick" if a.quick else ""))
+        out, fig = run_dir / f"xconv_speed_{device.type}.json", a.fig or run_dir / f"xconv_speed_{device.type}.png"
     for b, c, n in sizes:
         conv = nn.Conv2d(c, c, 3, padding=1, bias=False)
         with torch.no_grad():
@@ -154,26 +193,12 @@ def main():
             flush=True)
         save_json(out, res)
     print("wrote", out)
-    if a.fig:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        ks = [k for k in res["rows"][0] if k.startswith("speedup_")]
-        fig, ax = plt.subplots(figsize=(6.5, 3.2))
-        wdt = 0.8 / len(ks)
-        for j, k in enumerate(ks):
-            ax.bar([i + j * wdt for i in range(len(res["rows"]))], [r[k] for r in res["rows"]],
-                   wdt, label=f"r = {k.split('_r')[1]}")
-        ax.axhline(1.0, color="k", lw=0.8)
-        ax.set_xticks([i + wdt * (len(ks) - 1) / 2 for i in range(len(res["rows"]))])
-        ax.set_xticklabels([f"b={r['b']} c={r['c']}\n{r['n']}²" for r in res["rows"]], fontsize=8)
-        ax.set_ylabel("speed vs nn.Conv2d (×)")
-        ax.set_title(f"XConv fwd+bwd, {device.type.upper()} {a.dtype}", fontsize=9)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        os.makedirs(os.path.dirname(a.fig) or ".", exist_ok=True)
-        fig.savefig(a.fig, dpi=110)
-        print("wrote", a.fig)
+    if fig:
+        plot_speed(res, fig)
+    rec = records.record(a, "xconv_speed", {k: v for k, v in res.items() if k != "cmd"}, argv, __file__)
+    if rec and a.write_docs:
+        plot_speed(res, records.DOCS / "figures" / f"xconv_speed_{device.type}.png")
+    return res
 
 
 if __name__ == "__main__":

@@ -1,11 +1,16 @@
 """Shared fixtures: small models and geometries, and the path to ../shared."""
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import timeprobe as tp
+
+# benchmark scripts run by the tests append their records here, never to benchmarks/history.jsonl
+os.environ["TIMEPROBE_HISTORY"] = os.path.join(tempfile.mkdtemp(prefix="timeprobe-test-history-"),
+                                               "history.jsonl")
 
 
 def _shared_candidates():

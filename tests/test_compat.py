@@ -100,3 +100,51 @@ def test_wrap_array_shares_memory():
     assert np.shares_memory(f.data.view(np.ndarray), a)
     with pytest.raises(ValueError, match="C-contiguous"):
         compat.wrap_array(a.T)
+
+
+def test_fixed_dimension_and_floor_div_in_generated_code():
+    """A fixed dimension's loop has literal bounds, and floor_div indexes without a guard: the
+    operator sums row ``time / 3`` of W over a constant-trip loop at every step (the reference
+    is numpy; a guard ``time % 3 == 0`` or run-time bounds would show in the code or the sum)."""
+    from devito import DefaultDimension, Eq, Function, Grid, Operator
+    grid = Grid(shape=(4,))
+    p = compat.fixed_dimension("pp", 5)
+    W = Function(name="W", dimensions=(grid.dimensions[0], p), shape=(4, 5), space_order=0)
+    W.data[:] = np.arange(20, dtype=np.float32).reshape(4, 5)
+    acc = Function(name="acc", grid=grid, space_order=0)
+    time = grid.time_dim
+    row = DefaultDimension(name="row", default_value=4)
+    R = Function(name="R", dimensions=(row,), shape=(4,), space_order=0)
+    R.data[:] = [1.0, 10.0, 100.0, 1000.0]
+    op = Operator([Eq(acc, acc + R[compat.floor_div(time, 3)] * W[grid.dimensions[0], p])])
+    code = str(op.ccode)
+    assert "for (int pp = 0; pp <= 4; pp += 1)" in code
+    assert "R[time / 3]" in code and "%(3)" not in code
+    op.apply(time_m=0, time_M=7)
+    expect = sum(R.data[t // 3] for t in range(8)) * W.data.sum(axis=1)
+    np.testing.assert_allclose(acc.data, expect, rtol=1e-6)
+    with pytest.raises(ValueError, match="positive size"):
+        compat.fixed_dimension("q", 0)
+def test_argument_halo_exchange_can_be_skipped():
+    """Devito collects operator arguments through ``_data_allocated``, which calls the function's
+    ``_halo_exchange`` (a Python-side exchange under MPI); skip_argument_halo_exchange replaces it
+    on one function, and only that one."""
+    import inspect
+
+    from devito import Function, TimeFunction
+    from devito.types.dense import DiscreteFunction
+    source = inspect.getsource(DiscreteFunction._data_allocated.fget)
+    assert "self._halo_exchange()" in source, "Devito no longer exchanges halos in _data_allocated"
+    model = layered_model(shape=(21, 11), nbl=0, space_order=2)
+    ws = workspace(model)
+    u = TimeFunction(name="usave", grid=ws.grid, time_order=2, space_order=2, save=3)
+    other = Function(name="f", grid=ws.grid, space_order=2)
+    u.data  # allocated (its zero-initialisation exchanges halos too)
+    calls = []
+    u._halo_exchange = lambda: calls.append(1)  # the hook Devito calls, observed
+    u._data_buffer()
+    assert calls == [1]
+    assert compat.skip_argument_halo_exchange(u) is u
+    u._data_buffer()
+    assert calls == [1]  # not called any more
+    assert other._halo_exchange.__self__ is other  # other functions keep Devito's method

@@ -81,3 +81,53 @@ def test_geometry_and_data_errors():
         tp.Geometry([np.zeros((1, 2))], dt=0.0, t=100.0)
     d = tp.Data(rec)
     assert len(d) == 2 and d[1].arrays[0].shape == (rec.nt, rec.npoints(1))
+
+
+def test_spacing_must_match_the_dimension():
+    vp = np.full((20, 10), 1.5)
+    with pytest.raises(ValueError, match="one value per axis of the 2D model"):
+        tp.Model(vp=vp, spacing=(10.0,))
+    with pytest.raises(ValueError, match="one value per axis"):
+        tp.Model(vp=vp, spacing=(10.0, 10.0, 10.0))
+    with pytest.raises(ValueError, match="positive"):
+        tp.Model(vp=vp, spacing=(10.0, 0.0))
+    assert tp.Model(vp=vp, spacing=10.0).spacing == (10.0, 10.0)  # one number: every axis
+
+
+def test_error_messages_print_plain_numbers():
+    model = tp.Model(vp=np.full((21, 11), 1.5), spacing=10.0, nbl=4)
+    q = tp.Data(tp.Geometry([np.array([[5000.0, 20.0]])], dt=1.0, t=10.0), [tp.ricker(0.01, 1.0, 10.0)])
+    rec = tp.Geometry([np.array([[50.0, 20.0]])], dt=1.0, t=10.0)
+    with pytest.raises(ValueError) as err:
+        tp.forward(model, q, rec)
+    msg = str(err.value)
+    assert "np.float" not in msg and "5000" in msg and "[0, 200]" in msg, msg
+
+
+def test_concurrent_runs_on_one_grid_use_their_own_model():
+    """Two threads propagating different models of the same grid (one shared workspace) get the
+    results of serial runs: the model is loaded under the workspace lock."""
+    import threading
+    from conftest import acquisition, layered_model
+    slow = layered_model(shape=(41, 31), nbl=10, space_order=4)
+    fast = tp.Model(vp=slow.vp * 1.2, spacing=slow.spacing, nbl=10, space_order=4)
+    slow.dt = fast.dt  # one time axis (the faster model's stable step)
+    q, rec = acquisition(slow, nshots=1, nrec=11, t=200.0)
+    serial = {name: tp.forward(m, q, rec).arrays[0] for name, m in (("slow", slow), ("fast", fast))}
+    assert np.abs(serial["slow"] - serial["fast"]).max() > 0.1 * np.abs(serial["slow"]).max()
+    out, errors = {}, []
+
+    def run(name, m):
+        try:
+            for i in range(4):
+                out[(name, i)] = tp.forward(m, q, rec).arrays[0]
+        except Exception as e:  # noqa: BLE001 — reported below
+            errors.append(e)
+    threads = [threading.Thread(target=run, args=a) for a in (("slow", slow), ("fast", fast))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for (name, i), d in out.items():
+        np.testing.assert_array_equal(d, serial[name], err_msg=f"{name} run {i}")

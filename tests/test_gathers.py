@@ -6,7 +6,7 @@ import pytest
 
 import timeprobe as tp
 from timeprobe.imaging import lag_probes, lag_steps, shift_probes, shifted_correlation
-from timeprobe.probe_buffers import probe_margin
+from timeprobe.probe_buffers import region_margin
 from timeprobe.probing import Probing
 from timeprobe.propagators import computational_axis, run_adjoint, run_forward
 from timeprobe.geometry import from_computational_adjoint, to_computational
@@ -126,12 +126,14 @@ def test_exact_gathers_match_numpy_oracle(tiny, exact, case):
     _, usave = run_forward(model0, sc, wc, rcoord, dt, nt, save=True)
     U = np.array(usave.data)
     # the adjoint field at every step: identity probes, reference ("eq") accumulation, k = 1
-    ident = Probing(np.eye(nt), subsample=1, method="eq", direct=False, dtype=np.float32)
+    ident = Probing(np.eye(nt), subsample=1, method="eq", direct=False, dtype=np.float32,
+                     layers=False)  # the region of the images (physical domain + stencil margin)
     _, _, vbar = run_adjoint(model0, rcoord, rc, dt, nt, probing=ident, ic=ic)
     W = np.moveaxis(np.array(vbar.data), -1, 0)
     a = 0 if axis == "x" else 1
     shifts = [int(round(h / model0.spacing[a])) for h in offs]
-    ref = _oracle(model0, U, W, model0.nbl - probe_margin(model0), shifts, a, [2 * t for t in lags], ic)
+    lo_w = model0.nbl - region_margin(model0, ident.layers)
+    ref = _oracle(model0, U, W, lo_w, shifts, a, [2 * t for t in lags], ic)
     got = exact[ic].image
     assert got.shape == ref.shape
     assert np.linalg.norm(ref) > 0

@@ -245,5 +245,19 @@ def test_new_run_dir_is_always_fresh(tmp_path):
         new_run_dir(tmp_path, "a/b")
 
 
-def test_peak_memory_positive():
-    assert peak_memory_mb() > 1.0
+def test_peak_memory_tracks_an_allocation():
+    """A 200 MiB array raises the peak by about 200 MiB; after reset_peak_memory the mark is back
+    near the current size (the peak of a later, smaller computation is not hidden)."""
+    from timeprobe.io import reset_peak_memory, resident_memory_mb
+    assert reset_peak_memory(), "/proc/self/clear_refs unavailable: peak resets unsupported here"
+    before = peak_memory_mb()
+    a = np.ones(200 * 2**20 // 8)  # 200 MiB, every page touched
+    grown = peak_memory_mb() - before
+    del a
+    assert 190 < grown < 230, grown
+    reset_peak_memory()
+    base = resident_memory_mb()
+    assert peak_memory_mb() - base < 20  # the 200 MiB peak is forgotten
+    b = np.ones(50 * 2**20 // 8)
+    assert 45 < peak_memory_mb() - base < 70
+    del b

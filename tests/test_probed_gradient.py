@@ -54,15 +54,44 @@ def test_identity_probes_reproduce_exact_gradient(case, exact64, method):
 
 
 def test_blocked_equals_reference_eq_path(case, exact64):
-    """Same probes, two accumulation orders: equal up to float32 round-off (measured)."""
+    """Same probes, two accumulation orders: equal up to float32 round-off (measured). Blocks of
+    1 (no ring buffer: every snapshot read at its flush), 2, 4 and 5 snapshots, with the last
+    block unfinished or not."""
     model0, q, d, f, g, nt = case
     roundoff = exact64[2]
     for k in (1, 3):
         _, g_eq = tp.fwi_objective(model0, q, d, ps=12, seed=5, subsample=k, method="eq")
-        for block in (4, 5):
+        for block in (1, 2, 4, 5):
             _, g_bl = tp.fwi_objective(model0, q, d, ps=12, seed=5, subsample=k, method="blocked",
                                        block=block)
             assert _rel(g_bl, g_eq) <= 2 * roundoff, (k, block, _rel(g_bl, g_eq), roundoff)
+
+
+@pytest.mark.parametrize("k, block", [(1, 4), (3, 3), (2, 1)])
+def test_blocked_equals_eq_with_weight_at_time_zero(case, exact64, k, block):
+    """Probes that weight the first sub-sampled step (time 0, outside the loop n ≥ 1) and the
+    last one: the blocked path's off-schedule flushes (block 0 at the adjoint's first step, the
+    unfinished last block at the forward's last snapshot) sum what the per-step "eq" path sums,
+    up to round-off. Reading the wavefield at time 1 with time 0's weight (the flush of block 0)
+    or dropping the last block would be far outside."""
+    from timeprobe.geometry import to_computational
+    from timeprobe.probing import Probing
+    from timeprobe.propagators import run_adjoint, run_forward
+    model0, q, d, f, g, nt = case
+    dt, nt = computational_axis(model0, q.geometry, d.geometry)
+    wc = to_computational(q.arrays[0], q.geometry, dt, nt)
+    sc, rc = q.geometry.coordinates[0], d.geometry.coordinates[0]
+    nsub = (nt - 1) // k + 1
+    Q = np.random.default_rng(3).standard_normal((nsub, 5))
+    Q[0] *= 10.0
+    Q[-1] *= 10.0
+    y = np.random.default_rng(4).standard_normal((nt, rc.shape[0])).astype(np.float32)
+    grads = {}
+    for method in ("eq", "blocked"):
+        probing = Probing(Q, subsample=k, method=method, block=block)
+        _, ubar = run_forward(model0, sc, wc, rc, dt, nt, probing=probing)
+        grads[method] = run_adjoint(model0, rc, y, dt, nt, probing=probing, ubar=ubar)[1]
+    assert _rel(grads["blocked"], grads["eq"]) <= 2 * exact64[2], _rel(grads["blocked"], grads["eq"])
 
 
 @pytest.mark.parametrize("mode", ["rademacher", "gaussian"])

@@ -128,9 +128,13 @@ def test_hutchpp_complement_unbiased(r):
     dev = np.abs(mean - Pperp)
     assert np.all(dev <= 5 * sd / np.sqrt(ndraw) + 1e-12), np.max(dev / (5 * sd / np.sqrt(ndraw) + 1e-12))
     _assert_unbiased(lambda i: Qs[i], nt, ndraw)
-    # METHOD.md's scale sqrt(3/m̃), m̃ = 3r/2, is the same number as sqrt(1/r2) for even r
-    if r % 2 == 0:
-        assert np.isclose(np.sqrt(3 / (1.5 * r)), np.sqrt(1 / r2))
+    # METHOD.md's scale sqrt(3/m̃), m̃ = 3r/2, equals sqrt(1/r2) only for even r: for odd r the
+    # complement scaled that way is biased, and the same check rejects it
+    if r % 2:
+        rescale = np.sqrt(3 / (1.5 * r)) / np.sqrt(1 / r2)
+        biased = [np.hstack([Q[:, :r1], rescale * Q[:, r1:]]) for Q in Qs]
+        with pytest.raises(AssertionError):
+            _assert_unbiased(lambda i: biased[i], nt, ndraw)
 
 
 def test_hutchpp_general_data_unbiased_bilinear():
@@ -379,5 +383,24 @@ def test_bad_inputs():
         probed_trace(np.eye(3), np.ones((3, 2)), np.ones((4, 2)))
 
 
-def test_modes_constant():
-    assert PROBE_MODES == ("QR", "rademacher", "gaussian", "hutchpp", "dft", "orthogonal", "identity")
+def test_every_listed_mode_designs_probes():
+    """Each name in PROBE_MODES is accepted by design_probes and gives an (nt, r) matrix with its
+    defining property; a name outside it is refused."""
+    nt, r = 24, 6
+    D = _data(nt, 10, seed=1)
+    props = {
+        "QR": lambda Q: np.allclose(Q.T @ Q, np.eye(r), atol=1e-10),
+        "orthogonal": lambda Q: np.allclose(Q.T @ Q, nt / r * np.eye(r), atol=1e-9),
+        "identity": lambda Q: np.array_equal(Q, np.eye(nt)),
+        "rademacher": lambda Q: np.allclose(np.abs(Q), 1 / np.sqrt(r)),
+        "gaussian": lambda Q: np.all(np.isfinite(Q)) and len(np.unique(np.abs(Q))) == Q.size,
+        "hutchpp": lambda Q: np.allclose(Q[:, :r - r // 2].T @ Q[:, :r - r // 2], np.eye(r - r // 2), atol=1e-10),
+        "dft": lambda Q: np.allclose(Q.T @ Q, np.eye(r), atol=1e-10),
+    }
+    assert set(props) == set(PROBE_MODES)
+    for mode in PROBE_MODES:
+        Q = design_probes(mode, nt, nt if mode == "identity" else r, data=D, seed=0, dt=1.0, dtype=np.float64)
+        assert Q.shape == (nt, nt if mode == "identity" else r), mode
+        assert props[mode](Q), mode
+    with pytest.raises(ValueError, match="valid modes"):
+        design_probes("sobol", nt, r)

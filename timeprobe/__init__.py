@@ -27,6 +27,10 @@ import os as _os
 _os.environ.setdefault("DEVITO_LANGUAGE", "openmp")
 _os.environ.setdefault("DEVITO_LOGGING", "WARNING")
 
+from .mpi import default_threads as _default_threads  # noqa: E402
+
+_default_threads()  # under DEVITO_MPI: the cores shared out between the ranks of one machine
+
 from .geometry import Data, Geometry, resample, ricker, time_axis  # noqa: E402
 from .model import Model, smooth_model  # noqa: E402
 
@@ -43,9 +47,12 @@ _LAZY = {
     "read_segy": "io", "write_segy": "io",
     "spg": "optimize", "lbfgsb": "optimize",
     "local_client": "parallel",
+    "fwi": "inversion",
+    "jacobian_operator": "linops",
 }
 _SUBMODULES = ("xconv", "propagators", "objectives", "imaging", "strategies", "probing", "io", "optimize",
-               "parallel", "operators", "workspace", "compat", "probe_buffers", "testing", "utils")
+               "parallel", "operators", "workspace", "compat", "probe_buffers", "testing", "utils", "inversion",
+               "cli", "preprocessing", "wavelet", "acquisition", "plotting", "linops", "mpi")
 
 __all__ = ["Model", "Geometry", "Data", "ricker", "resample", "time_axis", "smooth_model"] + list(_LAZY)
 
@@ -59,7 +66,7 @@ def __getattr__(name):
     except ModuleNotFoundError as e:
         if e.name == "devito":
             raise ImportError(f"timeprobe.{name} needs Devito, which is not installed: "
-                              f"pip install 'timeprobe[seismic]' (or 'devito>=4.8.10,<4.9')") from e
+                              f"pip install 'timeprobe[seismic]' (or 'devito>=4.8.12,<4.9')") from e
         raise
     value = getattr(mod, name) if module else mod
     globals()[name] = value

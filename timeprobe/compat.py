@@ -12,6 +12,17 @@ public, and live here so that a Devito upgrade breaks one module with a named te
   full-storage wavefield, nt·N floats on top of the next shot's.
 * :func:`wrap_array` makes a Devito function use an existing numpy array as its data
   (public ``DataReference`` allocator) and :func:`is_wrapped` tells whether it does.
+* :func:`fixed_dimension` — a dimension whose loop bounds are compile-time constants
+  (``CustomDimension``, which Devito documents as not meant for user code), and
+  :func:`floor_div` — C integer division in an index (``devito.symbolics.IntDiv``). The probe
+  loops use them: with a constant trip count the compiler keeps a block's probe weights in
+  registers, and an index ``time / (k·B)`` selects a block's weights without the implicit
+  guard ``time % (k·B) == 0`` that indexing by a factor ``ConditionalDimension`` adds.
+* :func:`skip_argument_halo_exchange` (Devito MPI) stops the Python-side halo exchange Devito
+  runs on every grid function it collects as an operator argument (the private method
+  ``_halo_exchange``, called by ``_data_allocated``): for a saved wavefield that is the halo
+  slabs of all its snapshots, copied at every ``apply``; the generated code exchanges the
+  halos it reads itself.
 
 Supported Devito versions: :data:`SUPPORTED_DEVITO` (``setup.cfg`` pins the same range;
 ``tests/test_compat.py`` checks every internal named here).
@@ -23,10 +34,10 @@ import gc
 import numpy as np
 
 __all__ = ["SUPPORTED_DEVITO", "devito_version", "check_devito_version", "wrap_array", "is_wrapped",
-           "release", "without_gc"]
+           "release", "without_gc", "fixed_dimension", "floor_div", "skip_argument_halo_exchange"]
 
 #: the Devito releases timeprobe is tested with (lower bound inclusive, upper exclusive)
-SUPPORTED_DEVITO = ("4.8.10", "4.9")
+SUPPORTED_DEVITO = ("4.8.12", "4.9")
 
 
 def _as_tuple(version):
@@ -73,6 +84,22 @@ def _no_init(data):
     pass
 
 
+def fixed_dimension(name, size):
+    """A dimension iterating ``0 … size − 1`` with the bounds written into the generated code
+    (a ``DefaultDimension`` passes them at run time): the loop has a constant trip count."""
+    from devito import CustomDimension
+    size = int(size)
+    if size < 1:
+        raise ValueError(f"dimension {name!r} needs a positive size, got {size}")
+    return CustomDimension(name=name, symbolic_min=0, symbolic_max=size - 1, symbolic_size=size)
+
+
+def floor_div(a, b):
+    """``a // b`` for non-negative integer expressions, as C integer division in an index."""
+    from devito.symbolics import IntDiv
+    return IntDiv(a, b)
+
+
 def is_wrapped(function):
     """Whether ``function``'s data is an external array (see :func:`wrap_array`)."""
     from devito.data.allocators import DataReference
@@ -97,6 +124,26 @@ def release(*functions):
         coords = getattr(f, "coordinates", None)
         if coords is not None:
             coords._data = None
+
+
+def skip_argument_halo_exchange(function):
+    """Under Devito MPI, no Python-side halo exchange when ``function`` is passed to an Operator.
+
+    Devito (4.8) hands a grid function's buffer to ``Operator.apply`` through
+    ``_data_allocated``, which first exchanges its halo in Python (numpy copies of every halo
+    slab, then ``Sendrecv``). For a saved wavefield (nt + 1 snapshots) that is a transient of
+    about ``2·space_order/n_x,rank`` of the field per rank, and its copying time, at every
+    ``apply``. The generated code exchanges, at each time step, the halo of every field it reads
+    with a stencil, so for a field that only operators read and write the Python-side exchange
+    is redundant. Afterwards the function's ``data_with_halo`` may hold stale halos (its domain
+    data is exact). Returns ``function``.
+    """
+    function._halo_exchange = _no_halo_exchange
+    return function
+
+
+def _no_halo_exchange():
+    pass
 
 
 class without_gc:

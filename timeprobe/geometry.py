@@ -25,6 +25,8 @@ import numbers
 import numpy as np
 import scipy.sparse as sp
 
+from .utils import check_dtype, working_dtype
+
 __all__ = ["Geometry", "Data", "ricker", "resample", "resampling_operator", "time_axis",
            "computational_axis", "to_computational", "from_computational", "to_computational_adjoint",
            "from_computational_adjoint", "grid_coordinates"]
@@ -158,17 +160,20 @@ def _select(items, idx):
 
 
 class Data:
-    """Multi-shot traces: one ``(nt, ntraces)`` float32 array per shot of ``geometry``.
+    """Multi-shot traces: one ``(nt, ntraces)`` array per shot of ``geometry``.
 
-    Supports ``len``, indexing by shot (returns a :class:`Data`), ``+``, ``-``,
-    scalar ``*``, :meth:`dot`, :meth:`norm` and :meth:`resample`.
+    ``dtype`` float32 (default) or float64; the arrays are stored in it (the
+    propagators return data in the model's dtype). Supports ``len``, indexing by
+    shot (returns a :class:`Data`), ``+``, ``-``, scalar ``*``, :meth:`dot`,
+    :meth:`norm` and :meth:`resample`, all keeping the dtype.
     """
 
-    def __init__(self, geometry, arrays=None):
+    def __init__(self, geometry, arrays=None, dtype=np.float32):
         if not isinstance(geometry, Geometry):
             raise TypeError(f"geometry must be a timeprobe.Geometry, got {type(geometry).__name__}")
+        dtype = check_dtype(dtype)
         if arrays is None:
-            arrays = [np.zeros((geometry.nt, geometry.npoints(i)), dtype=np.float32)
+            arrays = [np.zeros((geometry.nt, geometry.npoints(i)), dtype=dtype)
                       for i in range(geometry.nshots)]
         if isinstance(arrays, np.ndarray):
             if arrays.ndim == 1:
@@ -179,7 +184,7 @@ class Data:
             raise ValueError(f"{len(arrays)} data array(s) for a geometry of {geometry.nshots} shot(s)")
         out = []
         for i, a in enumerate(arrays):
-            a = np.asarray(a, dtype=np.float32)
+            a = np.asarray(a, dtype=dtype)
             if a.ndim == 1:
                 a = a[:, None]
             expected = (geometry.nt, geometry.npoints(i))
@@ -191,6 +196,7 @@ class Data:
             out.append(a)
         self.geometry = geometry
         self.arrays = out
+        self.dtype = dtype
 
     # ----------------------------------------------------------------- container protocol
     @property
@@ -201,7 +207,7 @@ class Data:
         return self.nshots
 
     def __getitem__(self, idx):
-        return Data(self.geometry[idx], _select(self.arrays, idx))
+        return Data(self.geometry[idx], _select(self.arrays, idx), dtype=self.dtype)
 
     def __iter__(self):
         for i in range(self.nshots):
@@ -229,16 +235,16 @@ class Data:
 
     def __add__(self, other):
         self._check_same(other)
-        return Data(self.geometry, [a + b for a, b in zip(self.arrays, other.arrays)])
+        return Data(self.geometry, [a + b for a, b in zip(self.arrays, other.arrays)], dtype=self.dtype)
 
     def __sub__(self, other):
         self._check_same(other)
-        return Data(self.geometry, [a - b for a, b in zip(self.arrays, other.arrays)])
+        return Data(self.geometry, [a - b for a, b in zip(self.arrays, other.arrays)], dtype=self.dtype)
 
     def __mul__(self, scalar):
         if not isinstance(scalar, numbers.Real):
             return NotImplemented
-        return Data(self.geometry, [scalar * a for a in self.arrays])
+        return Data(self.geometry, [scalar * a for a in self.arrays], dtype=self.dtype)
 
     __rmul__ = __mul__
 
@@ -255,23 +261,24 @@ class Data:
         return float(np.sqrt(self.dot(self)))
 
     def copy(self):
-        return Data(self.geometry, [a.copy() for a in self.arrays])
+        return Data(self.geometry, [a.copy() for a in self.arrays], dtype=self.dtype)
 
     def resample(self, dt, t=None):
         """The same traces resampled to interval ``dt`` (ms) by :func:`resample`."""
         geom = self.geometry.with_time(dt=dt, t=t)
-        return Data(geom, [resample(a, self.geometry.time, geom.time) for a in self.arrays])
+        return Data(geom, [resample(a, self.geometry.time, geom.time) for a in self.arrays], dtype=self.dtype)
 
     def __repr__(self):
         return f"Data({self.geometry!r})"
 
 
 # --------------------------------------------------------------------------- wavelets
-def ricker(f0_khz, dt_ms, t_ms, t0_ms=0.0, delay_ms=None):
+def ricker(f0_khz, dt_ms, t_ms, t0_ms=0.0, delay_ms=None, dtype=np.float32):
     """Ricker wavelet ``(1 − 2π²f0²τ²)·exp(−π²f0²τ²)``, ``τ = t − delay``.
 
     ``f0_khz`` peak frequency in kHz (0.01 = 10 Hz); samples at ``t0, t0+dt, …, t`` (ms);
-    the peak sits at ``delay_ms`` (default ``1/f0``, as Devito's ``RickerSource``).
+    the peak sits at ``delay_ms`` (default ``1/f0``, as Devito's ``RickerSource``);
+    returned in ``dtype`` (float32 or float64).
     """
     if f0_khz <= 0 or dt_ms <= 0 or t_ms < t0_ms:
         raise ValueError(f"ricker needs f0 > 0 (kHz), dt > 0 and t >= t0 (ms); got f0={f0_khz}, "
@@ -279,7 +286,7 @@ def ricker(f0_khz, dt_ms, t_ms, t0_ms=0.0, delay_ms=None):
     delay = 1.0 / f0_khz if delay_ms is None else delay_ms
     tau = time_axis(dt_ms, t_ms, t0_ms) - delay
     a = (np.pi * f0_khz * tau) ** 2
-    return ((1 - 2 * a) * np.exp(-a)).astype(np.float32)
+    return ((1 - 2 * a) * np.exp(-a)).astype(check_dtype(dtype))
 
 
 # --------------------------------------------------------------------------- resampling
@@ -319,14 +326,26 @@ def resampling_operator(t_in, t_out):
     return sp.csr_matrix((vals, (rows, cols)), shape=(len(t_out), len(t_in)))
 
 
+_AXES_CACHE = {}
+
+
 def resample(traces, t_in, t_out):
-    """Resample ``traces`` (nt_in, ntraces) from times ``t_in`` to ``t_out`` (ms); see :func:`resampling_operator`."""
+    """Resample ``traces`` (nt_in, ntraces) from times ``t_in`` to ``t_out`` (ms); see :func:`resampling_operator`
+    (built once per pair of axes: every probe design of a survey resamples onto the same one).
+
+    Computed in float64; returned in float64 for float64 traces, else float32."""
     traces = np.asarray(traces)
     squeeze = traces.ndim == 1
     x = traces[:, None] if squeeze else traces
     if x.shape[0] != len(t_in):
         raise ValueError(f"traces have {x.shape[0]} samples, the input time axis {len(t_in)}")
-    y = (resampling_operator(t_in, t_out) @ x.astype(np.float64)).astype(np.float32)
+    key = (np.asarray(t_in, dtype=np.float64).tobytes(), np.asarray(t_out, dtype=np.float64).tobytes())
+    R = _AXES_CACHE.get(key)
+    if R is None:
+        if len(_AXES_CACHE) > 16:
+            _AXES_CACHE.clear()
+        R = _AXES_CACHE[key] = resampling_operator(t_in, t_out)
+    y = (R @ x.astype(np.float64)).astype(working_dtype(traces))
     return y[:, 0] if squeeze else y
 
 

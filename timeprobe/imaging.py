@@ -71,9 +71,10 @@ import numpy as np
 from .compat import release
 from .geometry import (Data, computational_axis, from_computational_adjoint, grid_coordinates,
                        resampling_operator, to_computational)
+from .mpi import global_array, is_distributed
 from .objectives import jacobian_adjoint
-from .operators import forward_operator, gather_adjoint_operator, gather_factors_operator
-from .probe_buffers import GatherLayout, new_gather_buffer, probe_margin, region_slices
+from .operators import derivatives_operator, forward_operator, gather_adjoint_operator, gather_factors_operator
+from .probe_buffers import GatherLayout, new_gather_buffer, region_margin, region_slices
 from .probing import DEFAULT_BLOCK, Probing, ProbingOptions, probes_for_shot, shot_generators
 from .propagators import born, check_dm, check_inputs, forward, run_adjoint, run_forward
 from .workspace import use_model
@@ -260,6 +261,48 @@ def kspace_filter(image, spacing):
     return out[(Ellipsis,) + tuple(slice(0, n) for n in shape)]
 
 
+# --------------------------------------------------------------------------- grids split over MPI ranks
+def _derivatives(model, a):
+    """Devito-stencil Laplacian and gradient of a padded field ``a`` (global, the same on every
+    rank): ``(lap, [d_x, …, d_z])``, global arrays on every rank."""
+    with use_model(model) as ws:
+        op, f, outs = derivatives_operator(ws)
+        f.data[:] = a
+        op.apply()
+        return np.array(global_array(outs[0])), [np.array(global_array(o)) for o in outs[1:]]
+
+
+def _probed_image_distributed(model, ubar, vbar, ic):
+    """The probed image ``−Σ_p Σ_c a_c(ū_p)·b_c(v̄_p)`` (no offsets, no lags) on a grid split
+    over MPI ranks: each rank images its own part of the probe Functions ``ubar``/``vbar`` (the
+    derivatives exchange halos), and only the image is gathered — ū and v̄ are never assembled.
+    Returns the padded-grid image (global, on every rank), float64, not divided by dt.
+    (Serially the probed ISIC image is :func:`gathers`' zero-offset panel.)"""
+    with use_model(model) as ws:
+        op, f, outs = derivatives_operator(ws)
+        u_loc, v_loc = ubar.data.view(np.ndarray), vbar.data.view(np.ndarray)  # this rank's part
+        image = ws.function("image", dtype=np.float64)
+        image.data[:] = 0
+        local = image.data.view(np.ndarray)
+
+        def derivatives(a):
+            f.data.view(np.ndarray)[:] = a
+            op.apply()
+            return [np.array(o.data.view(np.ndarray)) for o in outs]
+
+        for p in range(u_loc.shape[-1]):
+            u_p, v_p = u_loc[..., p], v_loc[..., p]
+            if ic == "isic":
+                lap_v, *dv = derivatives(v_p)
+                _, *du = derivatives(u_p)
+                pairs = [(u_p, lap_v)] + list(zip(du, dv))
+            else:
+                pairs = [(u_p, v_p)]
+            for a, b in pairs:
+                local -= a.astype(np.float64) * b
+        return np.array(global_array(image))
+
+
 # --------------------------------------------------------------------------- gathers
 class Gathers(NamedTuple):
     """Extended images from :func:`gathers`.
@@ -287,9 +330,10 @@ class Gathers(NamedTuple):
     info: dict
 
 
-def _physical_slices(model):
-    """Index of the physical domain inside the probe region (arrays of the region's shape)."""
-    off = model.nbl - probe_margin(model)
+def _physical_slices(model, layers=False):
+    """Index of the physical domain inside the probe region (arrays of the region's shape;
+    ``layers``: :attr:`timeprobe.probing.Probing.layers`, see :func:`region_margin`)."""
+    off = model.nbl - region_margin(model, layers)
     return tuple(slice(off, off + n) for n in model.shape)
 
 
@@ -390,16 +434,34 @@ def _factor_rows(buf, axis):
     return np.moveaxis(flat, axis, -2)
 
 
-def _probed_correlation(model, ubar, vbar, glayout, ic, C, G, block):
+def _isic_factors_distributed(model, fields, side, axis):
+    """The ISIC factors (``side="u"``: ``[ū, ∇ū]``; ``"v"``: ``[Δv̄, ∇v̄]``) of a block of probe
+    fields ``fields`` (global padded-grid arrays, ``(*grid, n)``) on a grid split over MPI ranks,
+    one probe at a time through :func:`_derivatives` (the serial path's
+    :func:`gather_factors_operator` writes plain, undistributed factor buffers). Returns what
+    :func:`shifted_correlation` reads: ``[(…, n_axis, comp·n)]`` on the physical domain."""
+    phys = tuple(slice(model.nbl, model.nbl + n) for n in model.shape)
+    out = np.empty(model.shape + (1 + model.dim, fields.shape[-1]), dtype=fields.dtype)
+    for p in range(fields.shape[-1]):
+        lap, grads = _derivatives(model, fields[..., p])
+        for c, f in enumerate([fields[..., p] if side == "u" else lap] + grads):
+            out[..., c, p] = f[phys]
+    return [_factor_rows(out, axis)]
+
+
+def _probed_correlation(model, ubar, vbar, glayout, ic, C, G, block, layers=False):
     """``G[l] −= Σ_p`` of the imaging condition's factors of ū_p and v̄_{l,p} at shifted points.
 
-    ``ubar`` (probe region, r), ``vbar`` (probe region, r_a) probe-field arrays; ``C`` (nlag, r_a, r)
-    the lag mixing of v̄ (None: one lag, ``v̄`` itself). The cross-correlation without lags uses
-    ū and v̄ as they lie; otherwise blocks of ``block`` probes: their factors ("isic": the
-    derivatives, :func:`gather_factors_operator`) or lag-mixed v̄ are formed one block at a time.
+    ``ubar`` (probe region, r), ``vbar`` (probe region, r_a) probe-field arrays (``layers``: the
+    region covers the absorbing layers, :attr:`timeprobe.probing.Probing.layers`); ``C``
+    (nlag, r_a, r) the lag mixing of v̄ (None: one lag, ``v̄`` itself). The cross-correlation
+    without lags uses ū and v̄ as they lie; otherwise blocks of ``block`` probes: their factors
+    ("isic": the derivatives, :func:`gather_factors_operator`) or lag-mixed v̄ are formed one
+    block at a time. On a grid split over MPI ranks ``ubar``/``vbar`` are the assembled global
+    arrays (the whole padded grid) and the ISIC factors come from :func:`_derivatives`.
     """
     a = glayout.axis
-    phys = _physical_slices(model)
+    phys = _physical_slices(model, layers)
     r = ubar.shape[-1]
     C = None if C is None else C.astype(ubar.dtype)
     rows = lambda f: np.moveaxis(f, a, -2)  # noqa: E731 — (…, n_axis, probes), as shifted_correlation reads
@@ -408,10 +470,19 @@ def _probed_correlation(model, ubar, vbar, glayout, ic, C, G, block):
     if ic != "isic" and C is None:
         shifted_correlation(Gm[0], [rows(Up)], [rows(Vp)], glayout.shifts)
         return
+    v_block = lambda p0, n, lag: vbar[..., p0:p0 + n] if C is None else vbar @ C[lag][:, p0:p0 + n]  # noqa: E731
+    if ic == "isic" and is_distributed():
+        for p0 in range(0, r, block):
+            n = min(block, r - p0)
+            A = _isic_factors_distributed(model, ubar[..., p0:p0 + n], "u", a)
+            for lag, Gl in enumerate(Gm):
+                shifted_correlation(Gl, A, _isic_factors_distributed(model, v_block(p0, n, lag), "v", a),
+                                    glayout.shifts)
+        return
     with use_model(model) as ws:
         if ic == "isic":
             gfu, gfv, gin = (new_gather_buffer(ws, n, glayout) for n in ("gfu", "gfv", "gin"))
-            gin_in = gin.data.view(np.ndarray)[region_slices(model)]
+            gin_in = gin.data.view(np.ndarray)[region_slices(model, layers)]
             fu, fv = (gather_factors_operator(ws, glayout, "isic", side) for side in ("u", "v"))
             factors = lambda f: [_factor_rows(f.data.view(np.ndarray), a)]  # noqa: E731
         for p0 in range(0, r, block):
@@ -425,7 +496,7 @@ def _probed_correlation(model, ubar, vbar, glayout, ic, C, G, block):
                 A = [rows(Up[..., p0:p0 + n])]
             for lag, Gl in enumerate(Gm):
                 if ic == "isic":
-                    gin_in[..., :n] = vbar[..., p0:p0 + n] if C is None else vbar @ C[lag][:, p0:p0 + n]
+                    gin_in[..., :n] = v_block(p0, n, lag)
                     gin_in[..., n:] = 0
                     fv.apply(gin=gin, gfv=gfv)
                     B = factors(gfv)
@@ -448,14 +519,18 @@ def _gathers_probed_shot(model, src_coords, wc, rec_coords, rc, dt, nt, glayout,
     if np.any(steps != 0):
         Qa, C, linfo = lag_probes(probing.Q, steps / probing.subsample, extra=lag_columns, tol=LAG_TOL)
         adj = Probing(Qa, subsample=probing.subsample, method=probing.method, block=probing.block,
-                      direct=False, dtype=model.dtype)
+                      direct=False, dtype=model.dtype, layers=probing.layers)
         info.setdefault("lag_columns", []).append(linfo["extra"])
         info.setdefault("lag_residual", []).append(linfo["residual"])
     _, _, vbar = run_adjoint(model, rec_coords, rc, dt, nt, probing=adj, ic="isic" if ic == "isic" else "as",
                              restore_ubar=False)
     block = min(GATHER_BLOCK, probing.r)
-    _probed_correlation(model, ubar.data.view(np.ndarray), vbar.data.view(np.ndarray),
-                        glayout._replace(block=block), ic, C, G, block)
+    if is_distributed():  # every rank correlates the assembled ū and v̄ (the image is replicated)
+        ubar_a, vbar_a = global_array(ubar), global_array(vbar)
+    else:
+        ubar_a, vbar_a = ubar.data.view(np.ndarray), vbar.data.view(np.ndarray)
+    _probed_correlation(model, ubar_a, vbar_a, glayout._replace(block=block), ic, C, G, block,
+                        layers=probing.layers)
     release(ubar, vbar)
     return lam
 
@@ -511,6 +586,13 @@ def gathers(model, q, d, ps=None, offsets=None, axis="x", lags=None, ic="isic", 
         ``image`` float32 (n_lags, n_offsets, *model.shape), ``offsets`` (m), ``axis``, ``lags`` (ms),
         ``illumination``, ``info``.
 
+    Gathers, like :func:`rtm`'s image, live on the physical domain: the probe fields skip the
+    absorbing layers and nothing is summed onto the edge (unlike the ``sum_padding=True``
+    gradients of :func:`timeprobe.fwi_objective`); the zero-offset, zero-lag panel is
+    :func:`rtm`'s image. On a grid split over MPI ranks (Devito MPI) the probed gathers correlate
+    the assembled ū and v̄ on every rank, and the exact ones are the probed ones with identity
+    probes (offsets only).
+
     Memory: exact ``(nt+1)·N`` floats (full storage) or the checkpoints, plus the gathers;
     probed ``(r + r_a + B)·N_r`` (ū, v̄ with ``r_a = r + extra lag columns``, the ring buffer),
     the gathers, with ISIC or lags ``2·ncomp·16·N`` floats of factor blocks (``N_r``: the probe
@@ -527,14 +609,24 @@ def gathers(model, q, d, ps=None, offsets=None, axis="x", lags=None, ic="isic", 
         raise ValueError(f"lag_columns must be 'auto' or an integer >= 0, got {lag_columns!r}")
     if ps is None and storage not in GATHER_STORAGE:
         raise ValueError(f"storage must be one of {GATHER_STORAGE}, got {storage!r}")
+    # gathers are physical-domain quantities like rtm's image: the probe fields skip the
+    # absorbing layers (sum_padding=False), nothing is summed onto the edge
     opts = ProbingOptions(ps=ps, mode=mode, subsample=subsample, method=method, block=block,
-                          probe_kwargs=probe_kwargs)
+                          probe_kwargs=probe_kwargs, sum_padding=False)
     dt, nt = computational_axis(model, q.geometry, d.geometry)
     taus = np.zeros(1) if lags is None else np.atleast_1d(np.asarray(lags, dtype=np.float64))
     steps = lag_steps(taus, dt, nt, exact=ps is None)
     if ps is None and storage == "checkpoint" and np.any(steps != 0):
         raise ValueError("exact time-lag gathers need the stored forward field: storage='full' "
                          "(checkpointing recomputes u one step at a time, u[n − L] is gone)")
+    # on a grid split over MPI ranks the in-loop correlation (plain, undistributed factor
+    # buffers) cannot run: exact gathers there are the probed ones with identity probes (nt probe
+    # fields, the memory of full storage), offsets only
+    identity = ps is None and is_distributed()
+    if identity and (storage != "full" or np.any(steps != 0)):
+        raise ValueError("exact gathers on a grid split over MPI ranks support subsurface offsets only, "
+                         "with storage='full' (no time lags, no checkpointing); use ps=r (probed) "
+                         "or run without DEVITO_MPI")
     ncomp = 1 + model.dim if ic == "isic" else 1
     nlag = len(steps)
     glayout = GatherLayout(axis=a, shifts=tuple(int(s) for s in shifts), ncomp=ncomp,
@@ -551,7 +643,12 @@ def gathers(model, q, d, ps=None, offsets=None, axis="x", lags=None, ic="isic", 
         wc = to_computational(q.arrays[i], q.geometry[i], dt, nt)
         rc = from_computational_adjoint(d.arrays[i], d.geometry[i], dt, nt)
         sc, rcoord = q.geometry.coordinates[i], d.geometry.coordinates[i]
-        if ps is None:
+        if identity:
+            probing = Probing(np.eye(nt, dtype=model.dtype), subsample=1, method=method,
+                              block=block or DEFAULT_BLOCK, direct=False, dtype=model.dtype, layers=False)
+            lam = _gathers_probed_shot(model, sc, wc, rcoord, rc, dt, nt, glayout, ic, steps, probing,
+                                       0, illumination, G, info)
+        elif ps is None:
             lam = _gathers_exact_shot(model, sc, wc, rcoord, rc, dt, nt, glayout, ic, steps, storage,
                                       n_checkpoints, illumination, G)
         else:
@@ -561,7 +658,7 @@ def gathers(model, q, d, ps=None, offsets=None, axis="x", lags=None, ic="isic", 
                                        lag_columns, illumination, G, info)
         if illumination:
             illum += lam
-    if ps is not None:
+    if ps is not None or identity:
         G /= dt  # ū carries k·dt (module docstring)
     out = G
     if ic == "kspace":
@@ -622,11 +719,12 @@ def rtm(model, q, d, ps=None, ic="isic", illumination=True, mode="QR", seed=None
     if offsets is not None:
         g = gathers(model, q, d, ps=ps, offsets=offsets, axis="x", **kw)
         return g.image[0], g.illumination
-    if ps is not None and ic == "isic":  # the probed ISIC image: the zero-offset gather
+    if ps is not None and ic == "isic" and not is_distributed():  # the probed ISIC image: the zero-offset gather
         g = gathers(model, q, d, ps=ps, **kw)
         return g.image[0, 0], g.illumination
+    # images are restricted to the physical domain: probe fields skip the absorbing layers
     opts = ProbingOptions(ps=ps, mode=mode, subsample=subsample, method=method, block=block,
-                          probe_kwargs=probe_kwargs)
+                          probe_kwargs=probe_kwargs, sum_padding=False)
     rngs = shot_generators(seed, q.nshots)
     img = np.zeros(model.shape_padded, dtype=np.float64)
     illum = np.zeros(model.shape_padded, dtype=np.float64) if illumination else None
@@ -648,11 +746,14 @@ def rtm(model, q, d, ps=None, ic="isic", illumination=True, mode="QR", seed=None
         else:  # "as" / "kspace": the image accumulated directly in the adjoint run (no v̄)
             probing = probes_for_shot(opts, wc, dt, nt, (d if probe_data is None else probe_data)[i], rngs[i],
                                       dtype=model.dtype)
-            probing.direct = True
+            probing.direct = ic != "isic"
             _, ubar, lam = run_forward(model, src_coords, wc, rec_coords, dt, nt, probing=probing,
                                        illumination=True)
-            _, grad, _ = run_adjoint(model, rec_coords, rc, dt, nt, probing=probing, ubar=ubar, ic="as",
-                                     restore_ubar=False)
+            _, grad, vbar = run_adjoint(model, rec_coords, rc, dt, nt, probing=probing, ubar=ubar,
+                                        ic="isic" if ic == "isic" else "as", restore_ubar=False)
+            if grad is None:  # ISIC on a grid split over MPI ranks: the image per rank, ū and v̄ stay split
+                grad = _probed_image_distributed(model, ubar, vbar, ic)
+                release(vbar)
             release(ubar)
         img += grad / dt
         if illumination:
@@ -672,7 +773,8 @@ def rtm(model, q, d, ps=None, ic="isic", illumination=True, mode="QR", seed=None
 
 # --------------------------------------------------------------------------- LS-RTM
 def lsrtm_objective(model, q, d, dm, ps=None, nlind=False, mode="QR", seed=None, *, probe_data=None,
-                    subsample="auto", method="blocked", block=None, probe_kwargs=None, d0=None):
+                    subsample="auto", method="blocked", block=None, probe_kwargs=None, sum_padding=True,
+                    d0=None):
     """Least-squares RTM misfit and gradient w.r.t. the reflectivity ``dm``.
 
     ``f = ½ Σ dt_d ‖J dm − d‖²`` and ``g = dt_d · Jᵀ (J dm − d)`` (Born modelling
@@ -681,16 +783,18 @@ def lsrtm_objective(model, q, d, dm, ps=None, nlind=False, mode="QR", seed=None,
     (default: the residual). ``nlind=True`` first subtracts the background data
     ``F(m0) q`` from ``d`` (pass ``d0`` to reuse a computed background).
 
-    Returns ``(f, g)``: float and float32 array of the model's shape.
+    ``sum_padding`` as in :func:`timeprobe.fwi_objective` (True: ``g`` is the exact derivative).
+
+    Returns ``(f, g)``: float and an array of the model's shape and dtype.
     """
     check_inputs(model, q, d=d)
     dm = check_dm(model, dm)
     if nlind:
         if d0 is None:
             d0 = forward(model, q, d.geometry)
-        d = Data(d.geometry, [a - b for a, b in zip(d.arrays, d0.arrays)])
+        d = Data(d.geometry, [a - b for a, b in zip(d.arrays, d0.arrays)], dtype=model.dtype)
     pred = born(model, q, dm, d.geometry)
-    res = Data(d.geometry, [p - o for p, o in zip(pred.arrays, d.arrays)])
+    res = Data(d.geometry, [p - o for p, o in zip(pred.arrays, d.arrays)], dtype=model.dtype)
     f = 0.0
     for i in range(res.nshots):
         f += 0.5 * res.geometry[i].dt * float(np.sum(res.arrays[i].astype(np.float64) ** 2))
@@ -698,10 +802,13 @@ def lsrtm_objective(model, q, d, dm, ps=None, nlind=False, mode="QR", seed=None,
     if len(dts) == 1:
         g = res.geometry[0].dt * jacobian_adjoint(model, q, res, ps=ps, mode=mode, seed=seed,
                                                   probe_data=probe_data, subsample=subsample,
-                                                  method=method, block=block, probe_kwargs=probe_kwargs)
+                                                  method=method, block=block, probe_kwargs=probe_kwargs,
+                                                  sum_padding=sum_padding)
     else:  # shots sampled differently: weight each by its own dt_d
-        scaled = Data(res.geometry, [res.geometry[i].dt * a for i, a in enumerate(res.arrays)])
+        scaled = Data(res.geometry, [res.geometry[i].dt * a for i, a in enumerate(res.arrays)],
+                      dtype=model.dtype)
         g = jacobian_adjoint(model, q, scaled, ps=ps, mode=mode, seed=seed,
                              probe_data=probe_data if probe_data is not None else res,
-                             subsample=subsample, method=method, block=block, probe_kwargs=probe_kwargs)
-    return f, np.asarray(g, dtype=np.float32)
+                             subsample=subsample, method=method, block=block, probe_kwargs=probe_kwargs,
+                             sum_padding=sum_padding)
+    return f, np.asarray(g, dtype=model.dtype)

@@ -18,20 +18,22 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from .utils import finite_difference_weights
+from .utils import check_dtype, finite_difference_weights
 
 __all__ = ["Model", "smooth_model", "damping_profile"]
 
 
-def damping_profile(shape_padded, nbl, spacing):
+def damping_profile(shape_padded, nbl, spacing, dtype=np.float32):
     """Damping η(x) of the absorbing layers (0 inside, growing outwards).
 
     Same profile as Devito's seismic examples (``initialize_damp``):
     η = Σ_d c·(p − sin(2πp)/(2π)) / h_d with p the normalised depth into the layer
     (2/nbl at the inner edge, 1 + 1/nbl at the outer edge) and c = 1.5·ln(1000)/nbl, so
-    that a wave crossing the layer twice is attenuated by about 60 dB.
+    that a wave crossing the layer twice is attenuated by about 60 dB. η is exactly 0
+    inside the physical domain (the source injection relies on it, see
+    :mod:`timeprobe.operators`). Returned in ``dtype`` (the model's).
     """
-    damp = np.zeros(shape_padded, dtype=np.float32)
+    damp = np.zeros(shape_padded, dtype=dtype)
     if nbl == 0:
         return damp
     coeff = 1.5 * np.log(1.0 / 0.001) / nbl
@@ -45,7 +47,7 @@ def damping_profile(shape_padded, nbl, spacing):
         val = np.where(left | right, coeff * (pos - np.sin(2 * np.pi * pos) / (2 * np.pi)), 0.0) / h
         shape = [1] * len(shape_padded)
         shape[axis] = n
-        damp += val.reshape(shape).astype(np.float32)
+        damp += val.reshape(shape).astype(dtype)
     return damp
 
 
@@ -76,6 +78,10 @@ class Model:
     dt : float, optional
         Computational time step in ms; defaults to :attr:`critical_dt`. A value
         above the stability limit raises ``ValueError``.
+    dtype : np.float32 (default) or np.float64
+        Precision of ``m``, of the Devito grid and of everything computed on it:
+        wavefields, the traces the propagators return (:class:`~timeprobe.Data` of
+        this dtype), probes and gradients.
 
     Notes
     -----
@@ -113,7 +119,7 @@ class Model:
             raise ValueError(f"space_order must be an even integer >= 2, got {space_order}")
         if not 0 < cfl <= 1:
             raise ValueError(f"cfl must lie in (0, 1], got {cfl}")
-        self.dtype = np.dtype(dtype).type
+        self.dtype = check_dtype(dtype)
         self._m = (1.0 / arr**2 if vp is not None else arr).astype(self.dtype)
         self.spacing = spacing
         self.origin = origin
@@ -267,6 +273,28 @@ class Model:
             return a
         return a[(slice(self.nbl, -self.nbl),) * self.dim]
 
+    def pad_adjoint(self, a):
+        """Transpose of :meth:`pad` with ``mode="edge"``: padded grid → physical grid.
+
+        The propagators see ``m_pad = E m`` (:attr:`m_padded`, each absorbing-layer
+        point a copy of the nearest edge point), so the derivative of any objective
+        ``f(E m)`` w.r.t. the physical ``m`` is ``Eᵀ ∂f/∂m_pad``: the physical part of
+        the padded gradient plus, on the outermost rows/columns, the sum of the
+        absorbing-layer values along the padding direction (corner blocks into the
+        corner points). :meth:`unpad` alone drops that sum.
+        """
+        a = np.asarray(a)
+        nbl = self.nbl
+        if nbl == 0:
+            return np.array(a)
+        for axis in range(self.dim):
+            b = np.moveaxis(a, axis, 0)
+            core = b[nbl:-nbl].copy()
+            core[0] += b[:nbl].sum(axis=0)
+            core[-1] += b[-nbl:].sum(axis=0)
+            a = np.moveaxis(core, 0, axis)
+        return np.ascontiguousarray(a)
+
     @property
     def m_padded(self):
         return self.pad(self._m)
@@ -274,7 +302,7 @@ class Model:
     @property
     def damp(self):
         """Damping of the absorbing layers on the padded grid (1/m units of Devito's examples)."""
-        return damping_profile(self.shape_padded, self.nbl, self.spacing)
+        return damping_profile(self.shape_padded, self.nbl, self.spacing, dtype=self.dtype)
 
     def physical_coordinates(self):
         """Coordinates (m) of the unpadded grid points along each axis."""

@@ -8,12 +8,16 @@ with the computational time step)::
 with ``dt_d`` the observed-data sampling interval and ``R`` the resampling from
 the computational axis to the data axis. Its gradient w.r.t. squared slowness::
 
-    g(x) = −dt Σ_n u[n, x] · v̈[n, x]
+    g = Eᵀ g_pad,     g_pad(x) = −dt Σ_{n=1}^{nt−1} u[n, x] · v̈[n, x]
 
-where ``v`` is the adjoint field driven by ``(dt_d/dt)·Rᵀ r`` (``dt`` the
-computational step) — i.e. ``g = dt_d · Jᵀ Rᵀ r`` with :func:`~timeprobe.propagators.born_adjoint`'s
-convention. ``ps=None`` stores the forward wavefield (exact); ``ps=r`` probes it
-(:mod:`timeprobe.probing`), storing r fields instead of nt.
+where ``v`` is the adjoint field driven by ``(dt_d/dt)·Rᵀ r`` (``dt`` the computational step)
+and ``Eᵀ`` (:meth:`~timeprobe.Model.pad_adjoint`) folds the absorbing layers, whose ``m`` copies
+the edge points, onto those points — i.e. ``g = dt_d · Jᵀ Rᵀ r`` with
+:func:`~timeprobe.propagators.born_adjoint`'s convention. It is the exact derivative of the
+discrete ``f`` as implemented (leapfrog, damping, injection, resampling, padding; see
+:mod:`timeprobe.propagators`); ``sum_padding=False`` returns the physical part of ``g_pad``
+instead (equal except on the outermost points). ``ps=None`` stores the forward wavefield
+(exact); ``ps=r`` probes it (:mod:`timeprobe.probing`), storing r fields instead of nt.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from .geometry import computational_axis, from_computational, from_computational
 from .probing import ProbingOptions, probes_for_shot, shot_generators
 from .propagators import check_inputs, run_adjoint, run_forward
 
-__all__ = ["fwi_objective", "jacobian_adjoint", "shot_objective", "shot_gradient"]
+__all__ = ["fwi_objective", "jacobian_adjoint", "shot_objective", "shot_gradient", "to_physical"]
 
 
 # --------------------------------------------------------------------------- one shot
@@ -75,8 +79,14 @@ def shot_objective(model, q, d, opts, rng=None):
     return misfit[0], grad
 
 
+def to_physical(model, g_pad, sum_padding=True):
+    """A padded-grid gradient → the physical grid: ``Eᵀ g_pad`` (:meth:`Model.pad_adjoint`, the
+    exact derivative w.r.t. the physical ``m``) or, with ``sum_padding=False``, its physical part."""
+    return (model.pad_adjoint(g_pad) if sum_padding else model.unpad(g_pad)).astype(model.dtype)
+
+
 def fwi_objective(model, q, d, ps=None, mode="QR", seed=None, *, subsample="auto", method="blocked",
-                  block=None, probe_kwargs=None, client=None, progress=False):
+                  block=None, probe_kwargs=None, sum_padding=True, client=None, progress=False):
     """FWI misfit and gradient summed over the shots of ``q``/``d``.
 
     Parameters
@@ -92,6 +102,9 @@ def fwi_objective(model, q, d, ps=None, mode="QR", seed=None, *, subsample="auto
     mode, seed, subsample, method, block, probe_kwargs
         Probing options, see :class:`timeprobe.probing.ProbingOptions`; ``seed`` (int,
         SeedSequence or None) spawns one independent generator per shot.
+    sum_padding : bool
+        True (default): the exact derivative w.r.t. every physical point (module docstring);
+        False: the padded gradient's physical part (probe fields then skip the absorbing layers).
     client : dask.distributed.Client, str or None
         Run shots as Dask tasks (see :mod:`timeprobe.parallel`); serial when None.
     progress : bool
@@ -106,19 +119,19 @@ def fwi_objective(model, q, d, ps=None, mode="QR", seed=None, *, subsample="auto
     """
     check_inputs(model, q, d=d)
     opts = ProbingOptions(ps=ps, mode=mode, subsample=subsample, method=method, block=block,
-                          probe_kwargs=probe_kwargs)
+                          probe_kwargs=probe_kwargs, sum_padding=sum_padding)
     rngs = shot_generators(seed, q.nshots)
     if client is not None:
         from .parallel import reduce_shots
         f, g = reduce_shots(shot_objective, model, q, d, opts, rngs, client=client, progress=progress)
-        return f, model.unpad(g).astype(model.dtype)
+        return f, to_physical(model, g, sum_padding)
     f = 0.0
     g = np.zeros(model.shape_padded, dtype=np.float64)
     for i in _shots(q.nshots, progress):
         fi, gi = shot_objective(model, q[i], d[i], opts, rngs[i])
         f += fi
         g += gi
-    return f, model.unpad(g).astype(model.dtype)
+    return f, to_physical(model, g, sum_padding)
 
 
 def _shots(nshots, progress, desc="shots"):
@@ -129,16 +142,18 @@ def _shots(nshots, progress, desc="shots"):
 
 
 def jacobian_adjoint(model, q, dd, ps=None, mode="QR", seed=None, *, probe_data=None,
-                     subsample="auto", method="blocked", block=None, probe_kwargs=None, progress=False):
-    """Adjoint Born ``Jᵀ δd`` (RTM image), exact (``ps=None``) or probed.
+                     subsample="auto", method="blocked", block=None, probe_kwargs=None, sum_padding=True,
+                     progress=False):
+    """Adjoint Born ``Jᵀ δd``, exact (``ps=None``) or probed.
 
     Same convention as :func:`timeprobe.propagators.born_adjoint`
-    (``Jᵀ δd = −Σ_n u[n]·v̈[n]`` with ``v`` driven by ``Rᵀ δd``). For the "QR"
-    mode the probes are designed from ``probe_data`` (default ``δd`` itself).
+    (``Jᵀ δd = Eᵀ(−Σ_n u[n]·v̈[n])`` with ``v`` driven by ``Rᵀ δd``): the exact adjoint of
+    :func:`timeprobe.born` (``sum_padding=False``: the physical part of ``−Σ_n u[n]·v̈[n]``).
+    For the "QR" mode the probes are designed from ``probe_data`` (default ``δd`` itself).
     """
     check_inputs(model, q, d=dd)
     opts = ProbingOptions(ps=ps, mode=mode, subsample=subsample, method=method, block=block,
-                          probe_kwargs=probe_kwargs)
+                          probe_kwargs=probe_kwargs, sum_padding=sum_padding)
     rngs = shot_generators(seed, q.nshots)
     pdata = dd if probe_data is None else probe_data
     g = np.zeros(model.shape_padded, dtype=np.float64)
@@ -147,4 +162,4 @@ def jacobian_adjoint(model, q, dd, ps=None, mode="QR", seed=None, *, probe_data=
                                                                      out=rec)
         grad, dt = shot_gradient(model, q[i], dd.geometry[i], traces, opts, rngs[i], probe_data=pdata[i])
         g += grad / dt  # the operators compute −dt·Σ u·v̈
-    return model.unpad(g).astype(model.dtype)
+    return to_physical(model, g, sum_padding)

@@ -15,20 +15,39 @@ full-storage field ``u[0 … nt]`` fits ``nt + 1`` snapshots and all paths sum e
 terms: the first source sample ``src[0]`` is not injected (``u[0] = u[1] = 0``), which the
 adjoint mirrors (``srca[0] = 0``).
 
+The gradient is the exact derivative of this discrete scheme. Devito's ``u.dt``
+(time order 2) is the forward difference, so step ``n`` solves, pointwise, ::
+
+    (m + η dt) u[n+1] − (2m + η dt + dt² Δ_h) u[n] + m u[n−1] = dt² Wᵀ src[n],
+
+the injection ``u[n+1] += dt²/m · Wᵀ src[n]`` being this equation divided by
+``m + η dt`` where ``η = 0`` (Devito evaluates ``m`` at the grid points it injects
+into, all inside the physical domain, where the damping vanishes; so ``m`` enters the
+injection only through that division and the source term carries no derivative).
+With multipliers ``λ[n]`` (``n = 1 … nt−1``) the Lagrangian's stationarity in
+``u[2 … nt]`` is the adjoint stencil below (``damp·v.dt.T``) run from ``λ[nt−1] =
+λ[nt] = 0`` down to ``λ[1]``, ``λ = v/dt²`` for ``v`` driven by ``dt²/m·Pᵀ ∂f/∂rec``
+injected into ``v[n−1]`` at step ``n``; and ``∂f/∂m_pad = −Σ_{n=1}^{nt−1} λ[n]·
+(u[n+1] − 2u[n] + u[n−1]) = −Σ_n v[n]·ü[n]``. Summation by parts turns this into the
+``−Σ_n u[n]·v̈[n]`` the operators accumulate with no remainder: the boundary terms
+``u[nt−1]v[nt] − u[0]v[1] + u[1]v[0] − u[nt]v[nt−1]`` vanish. The only term the
+padded-grid sum misses is the chain rule through ``m_pad = E m`` (the absorbing layers
+copy the edge points): :meth:`timeprobe.Model.pad_adjoint` applies ``Eᵀ``.
+
 Equation builders (each written once, used by every factory):
 
 * :func:`wave_stencil` — the leapfrog update, forward or adjoint (transposed damping);
 * :func:`propagation` — stencil + point-source injection + receiver interpolation;
 * :func:`imaging_condition` — the per-time-step image expressions (``"as"``: ``u·v̈``,
   ``"isic"``: ``u·Δv + ∇u·∇v``);
-* :func:`probe_equations` — accumulation of ``Qᵀ`` applied to a field (ring buffer or per step);
+* :func:`probe_equations` — accumulation of ``Qᵀ`` applied to a field (ring buffer or per step),
+  completed inside the time loop (no flush after it);
 * :func:`imaging_factors` — the imaging condition split into factors of each field
   (``Σ_c a_c(u)·b_c(v)``), which the subsurface-offset / time-lag gathers correlate at shifted points.
 
 Factories (memoised on the :class:`~timeprobe.workspace.Workspace`, each configuration compiled
-once): :func:`forward_operator`, :func:`adjoint_operator`, :func:`flush_operator`,
-:func:`flush_adjoint_operator`, :func:`derivatives_operator`, and for gathers
-:func:`gather_factors_operator` (probed: the imaging factors of a block of probe fields) and
+once): :func:`forward_operator`, :func:`adjoint_operator`, :func:`derivatives_operator`, and for
+gathers :func:`gather_factors_operator` (probed: the imaging factors of a block of probe fields) and
 :func:`gather_adjoint_operator` (exact: the correlation in the adjoint's time loop).
 """
 from __future__ import annotations
@@ -38,14 +57,14 @@ import builtins
 import sympy
 from devito import ConditionalDimension, Eq, Function, Inc, TimeFunction, solve
 
-from .probe_buffers import (block_dim, gather_dims, gather_placeholder, image_domain, inner_probe_axis,
-                            placeholder, probe_dims, probe_region)
+from .compat import floor_div
+from .probe_buffers import (buffered_slots, flush_time, gather_dims, gather_placeholder, image_domain,
+                            inner_probe_axis, placeholder, probe_dims, probe_region, read_slot)
 from .workspace import build_operator
 
 __all__ = ["wave_stencil", "propagation", "imaging_condition", "probe_equations", "IMAGING_EXPRESSIONS",
-           "forward_operator", "adjoint_operator", "flush_operator", "flush_adjoint_operator",
-           "derivatives_operator", "snapshot_field", "imaging_factors", "gather_factors_operator",
-           "gather_adjoint_operator"]
+           "forward_operator", "adjoint_operator", "derivatives_operator", "snapshot_field",
+           "imaging_factors", "gather_factors_operator", "gather_adjoint_operator"]
 
 #: imaging conditions with a per-time-step expression (:func:`imaging_condition`)
 IMAGING_EXPRESSIONS = ("as", "isic")
@@ -131,8 +150,14 @@ def probe_equations(ws, expr, layout, adjoint):
 
     ``layout`` a :class:`~timeprobe.probe_buffers.ProbeLayout`. ``"eq"``: one ``Eq`` per time
     step, ``acc[x, p] += Qt[t, p]·expr`` (or, adjoint and direct, ``g −= expr·Σ_p Qt[t, p] ū_p``).
-    ``"blocked"``: every k-th ``expr`` is written to slot ``b`` of the ring buffer; once per block
-    ``acc[x, p] += Σ_b Qblk[c, b, p]·ring_b`` (adjoint direct: ``g −= ū_tᵀ·(Σ_b Qblk·ring_b)``).
+    ``"blocked"``: the k-subsampled ``expr`` of a block of B snapshots (times
+    ``c·kB + j·k``) goes to the ring buffer (but the one :func:`~timeprobe.probe_buffers.read_slot`
+    names); at the time step of the block's last snapshot the run reaches, after the slot writes,
+    ``acc[x, p] += Σ_j Qblk[c, j, p]·s_j`` with ``s_j`` the buffered snapshots or ``expr`` itself
+    (adjoint direct: ``g −= ū_tᵀ·(Σ_j Qblk[c, j, p]·s_j)``), ``c = time / (k·B)``. One more flush
+    runs at the time step :data:`~timeprobe.probe_buffers.FLUSH_TIME` given at run time (the
+    forward's last snapshot, ending an unfinished block; the adjoint's first step, ending block
+    0, whose snapshot at time 0 lies outside the loop and has weight 0).
     """
     time = ws.time_dim
     ph = lambda name: placeholder(ws, name, layout)  # noqa: E731
@@ -147,31 +172,31 @@ def probe_equations(ws, expr, layout, adjoint):
         acc = ph("vbar" if adjoint else "ubar")
         return [Eq(acc, acc + Qt[time, p] * expr)]
     k, B = layout.subsample, layout.block
-    p, b = probe_dims(ws, layout.r, B)
-    tblk = block_dim(ws, k, B)
-    buf = ph("ring")
+    p, _ = probe_dims(ws, layout.r, B)
+    W = ph("Qblk")
+    c = floor_div(time, k * B)
+    direct = adjoint and layout.direct
+    last = read_slot(B, adjoint, direct)
+    snapshots = {} if last is None else {last: expr}
     writes = []
-    for j in range(B):
-        cj = ConditionalDimension(name=f"slot{j}", parent=time,
-                                  condition=sympy.Eq(sympy.Mod(time, k * B), j * k))
-        writes.append(Eq(buf[inner_probe_axis(x, j)], expr, implicit_dims=(cj,)))
-    combo = _block_combination(ph("Qblk"), buf, x, p, B, tblk)
-    if adjoint and layout.direct:
+    for j, slot in buffered_slots(B, adjoint, direct):
+        when = ConditionalDimension(name=f"snap{j}", parent=time,
+                                    condition=sympy.Eq(sympy.Mod(time, k * B), j * k))
+        ring = ph("ring_adj" if adjoint else "ring")[inner_probe_axis(x, slot)]
+        writes.append(Eq(ring, expr, implicit_dims=(when,)))
+        snapshots[j] = ring
+    combo = builtins.sum(W[c, j, p] * snapshots[j] for j in range(B))
+    at = (B - 1 if not adjoint else 0) * k  # the block's last snapshot the run reaches
+    flush = ConditionalDimension(name="flush", parent=time, condition=sympy.Or(
+        sympy.Eq(sympy.Mod(time, k * B), at), sympy.Eq(time, flush_time(ws))))
+    if direct:
         # ū in the (x, p, y) layout: loops x, p, y with y unit-stride (probe_buffers)
-        acc = [Inc(ph("grad_r"), -combo * ph("ubar_t"), implicit_dims=(tblk,))]
+        acc = Inc(ph("grad_r"), -combo * ph("ubar_t"), implicit_dims=(flush,))
     else:
         out = ph("vbar" if adjoint else "ubar")
-        acc = [Eq(out, out + combo, implicit_dims=(tblk,))]
-    # forward: flush the finished block before slot 0 is overwritten;
-    # adjoint (backward in time): slot 0 is the last one written in a block.
-    return (acc + writes) if not adjoint else (writes + acc)
-
-
-def _block_combination(W, buf, x, p, B, tblk=None):
-    """``Σ_b W[(c,) b, p]·ring_b``: one block of probe weights applied to the ring buffer."""
-    if tblk is None:
-        return builtins.sum(W[j, p] * buf[inner_probe_axis(x, j)] for j in range(B))
-    return builtins.sum(W[tblk, j, p] * buf[inner_probe_axis(x, j)] for j in range(B))
+        acc = Eq(out, out + combo, implicit_dims=(flush,))
+    # the flush reads the slots written at its own time step (the unfinished last block)
+    return writes + [acc]
 
 
 def snapshot_field(ws, k, nsnap):
@@ -248,32 +273,6 @@ def adjoint_operator(ws, gradient=None, ic="as", probing=None, src_interp=False)
             eqs += probe_equations(ws, v.dt2 if ic == "as" else v, probing, adjoint=True)
         return build_operator(ws, eqs, "Adjoint")
     return ws.operator(key, make)
-
-
-def flush_operator(ws, layout):
-    """``ū += Σ_b Wtail[b, p]·ring[b]`` — the forward's last, unfinished block."""
-    def make():
-        p, _ = probe_dims(ws, layout.r, layout.block)
-        x = probe_region(ws, layout.margin).dimensions
-        ring, out, Wt = (placeholder(ws, name, layout) for name in ("ring", "ubar", "Wtail"))
-        return build_operator(ws, [Eq(out, out + _block_combination(Wt, ring, x, p, layout.block))],
-                              "Flush")
-    return ws.operator(("flush", layout.r, layout.subsample, layout.block, layout.margin), make)
-
-
-def flush_adjoint_operator(ws, layout):
-    """The adjoint's first block (times 0 … kB−1): its in-loop flush would fire at time 0,
-    which the loop (``n ≥ 1``) never reaches."""
-    def make():
-        ph = lambda name: placeholder(ws, name, layout)  # noqa: E731
-        p, _ = probe_dims(ws, layout.r, layout.block)
-        x = probe_region(ws, layout.margin).dimensions
-        combo = _block_combination(ph("Wtail"), ph("ring"), x, p, layout.block)
-        if layout.direct:
-            return build_operator(ws, [Inc(ph("grad_r"), -combo * ph("ubar_t"))], "FlushAdjoint")
-        out = ph("vbar")
-        return build_operator(ws, [Eq(out, out + combo)], "FlushAdjoint")
-    return ws.operator(("flush_adjoint",) + tuple(layout[1:]), make)
 
 
 def derivatives_operator(ws):

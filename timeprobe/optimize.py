@@ -11,8 +11,13 @@ shape ``model.shape`` and ``fun`` wraps ``timeprobe.objectives.fwi_objective``.
 * :func:`spg` — spectral projected gradient (Birgin, Martínez & Raydan 2000) with
   Barzilai–Borwein steps and the non-monotone (Grippo–Lampariello–Lucidi) Armijo
   line search, the solver of the seed code (JUDI/SlimOptim ``spg``).
+* :func:`lbfgs` — projected L-BFGS on the same loop as :func:`spg`.
 * :func:`lbfgsb` — ``scipy.optimize.minimize(method="L-BFGS-B")`` with float64
-  conversion and the same result object.
+  conversion and the same result object (not resumable).
+* :class:`OptimizerState` — what :func:`spg` and :func:`lbfgs` hand to ``checkpoint``
+  after every iteration and accept back as ``state=``: a resumed run continues
+  exactly as the uninterrupted one (iterate, gradient, SPG's previous step and
+  non-monotone window, the L-BFGS memory pairs, histories).
 * :func:`slowness_bounds`, :class:`ModelMask` / :func:`water_mask`,
   :class:`ScaledObjective`, :class:`ShotBatches` — the pieces an FWI loop needs
   (velocity bounds expressed in squared slowness, a fixed water layer, gradient
@@ -42,7 +47,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["spg", "lbfgsb", "OptimizeResult", "project", "slowness_bounds", "ModelMask",
+__all__ = ["spg", "lbfgs", "lbfgsb", "OptimizeResult", "OptimizerState", "project", "slowness_bounds", "ModelMask",
            "water_mask", "detect_water_rows", "ScaledObjective", "ShotBatches"]
 
 
@@ -174,10 +179,107 @@ def _progress_bar(total, enabled, desc):
     return tqdm(total=total, desc=desc, unit="it")
 
 
+# --------------------------------------------------------------------------- resumable state
+@dataclass
+class OptimizerState:
+    """Everything :func:`spg` / :func:`lbfgs` need to continue a run exactly where it stopped.
+
+    Handed to the ``checkpoint`` callable after every accepted iteration and accepted
+    back through ``state=``: a resumed run then performs the same floating-point
+    operations as an uninterrupted one (for a deterministic ``fun``). Arrays are
+    float64 and flat (``x.size`` entries). :meth:`to_dict` / :meth:`from_dict` convert
+    to and from a flat dict of NumPy arrays and scalars for storage (the format is the
+    caller's choice; :func:`timeprobe.io.write_state` writes HDF5).
+
+    Attributes
+    ----------
+    method : {"spg", "lbfgs"}
+    iteration, nfev : int
+        Completed iterations and evaluations of ``fun``.
+    x, g : ndarray
+        Current iterate and its gradient; ``f`` its value.
+    f_scale, x_scale : float
+        Scales of the relative progress tests (fixed at the start).
+    fhist, opt_hist : ndarray
+        Values and optimality measures of the accepted iterates.
+    best_x, best_f
+        Best accepted iterate (``return_best``).
+    recent : ndarray
+        The last ``memory`` accepted values (non-monotone reference of SPG).
+    x_prev, g_prev : ndarray or None
+        Previous iterate and gradient (SPG's Barzilai–Borwein step).
+    s_pairs, y_pairs : ndarray
+        L-BFGS memory ``(k, n)``: ``s = x_{j+1} − x_j``, ``y = g_{j+1} − g_j``, oldest first.
+    """
+
+    method: str
+    iteration: int
+    nfev: int
+    x: np.ndarray
+    f: float
+    g: np.ndarray
+    f_scale: float
+    x_scale: float
+    fhist: np.ndarray
+    opt_hist: np.ndarray
+    best_x: np.ndarray
+    best_f: float
+    recent: np.ndarray
+    x_prev: np.ndarray | None = None
+    g_prev: np.ndarray | None = None
+    s_pairs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    y_pairs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+
+    _SCALARS = ("iteration", "nfev", "f", "f_scale", "x_scale", "best_f")
+    _ARRAYS = ("x", "g", "fhist", "opt_hist", "best_x", "recent", "x_prev", "g_prev", "s_pairs", "y_pairs")
+
+    def to_dict(self):
+        """Flat dict: ``method`` (str), scalars and arrays (absent ``x_prev``/``g_prev`` omitted)."""
+        out = {"method": self.method}
+        for k in self._SCALARS:
+            out[k] = getattr(self, k)
+        for k in self._ARRAYS:
+            v = getattr(self, k)
+            if v is not None:
+                out[k] = np.array(v, dtype=np.float64)
+        return out
+
+    @classmethod
+    def from_dict(cls, d):
+        """Inverse of :meth:`to_dict`; ``ValueError`` naming a missing or malformed entry."""
+        if isinstance(d, cls):
+            return d
+        if not isinstance(d, dict):
+            raise TypeError(f"optimizer state must be an OptimizerState or a dict, got {type(d).__name__}")
+        required = ("method",) + cls._SCALARS + ("x", "g", "fhist", "opt_hist", "best_x", "recent")
+        missing = [k for k in required if k not in d]
+        if missing:
+            raise ValueError(f"optimizer state lacks {missing}")
+        method = d["method"].decode() if isinstance(d["method"], bytes) else str(d["method"])
+        kw = {"method": method}
+        for k in cls._SCALARS:
+            kw[k] = int(d[k]) if k in ("iteration", "nfev") else float(d[k])
+        for k in cls._ARRAYS:
+            if k in d and d[k] is not None:
+                kw[k] = np.array(d[k], dtype=np.float64)
+        n = kw["x"].size
+        for k in ("g", "best_x", "x_prev", "g_prev"):
+            if k in kw and kw[k].size != n:
+                raise ValueError(f"optimizer state: {k} has {kw[k].size} entries, x has {n}")
+        for k in ("s_pairs", "y_pairs"):
+            if k in kw:
+                kw[k] = kw[k].reshape(-1, n) if kw[k].size else np.zeros((0, n))
+        return cls(**kw)
+
+    def copy(self):
+        return OptimizerState.from_dict({k: (v.copy() if isinstance(v, np.ndarray) else v)
+                                         for k, v in self.to_dict().items()})
+
+
 # --------------------------------------------------------------------------- SPG
 def spg(fun, x0, lower=None, upper=None, *, maxiter=20, memory=3, suff_dec=1e-4, bb_type=1,
         alpha0=None, max_linesearch=20, opt_tol=1e-5, prog_tol=1e-9, max_fev=None,
-        return_best=True, store_x=False, callback=None, progress=True):
+        return_best=True, store_x=False, callback=None, progress=True, state=None, checkpoint=None):
     r"""Spectral projected gradient with box constraints and a non-monotone line search.
 
     Iteration ``k`` (``P`` the projection onto ``[l, u]``, :func:`project`)::
@@ -202,7 +304,8 @@ def spg(fun, x0, lower=None, upper=None, *, maxiter=20, memory=3, suff_dec=1e-4,
     lower, upper : scalar, array or None
         Bounds broadcastable to ``x0.shape`` (None: unbounded on that side).
     maxiter : int
-        Maximum number of iterations.
+        Maximum number of iterations (counted from the start of the run, also when
+        resuming from ``state``).
     memory : int
         ``M`` of the non-monotone condition (1: monotone Armijo).
     suff_dec : float
@@ -238,26 +341,104 @@ def spg(fun, x0, lower=None, upper=None, *, maxiter=20, memory=3, suff_dec=1e-4,
         ``iteration, f, nfev, step, alpha, opt_cond``. Returning ``True`` stops the run.
     progress : bool
         Show a tqdm progress bar.
+    state : OptimizerState or dict, optional
+        Resume from this state (from ``checkpoint``): no evaluation at ``x0`` (whose
+        shape and dtype are still used), and the run continues at iteration
+        ``state.iteration + 1`` exactly as the interrupted one would have.
+    checkpoint : callable, optional
+        ``checkpoint(state)`` after every accepted iteration, before ``callback``,
+        with a copy of the :class:`OptimizerState` (store it to resume later).
 
     Returns
     -------
     OptimizeResult
     """
+    if bb_type not in (1, 2):
+        raise ValueError(f"bb_type must be 1 or 2, got {bb_type!r}")
+    return _projected_search("spg", fun, x0, lower, upper, maxiter=maxiter, memory=memory, pairs=0,
+                             suff_dec=suff_dec, bb_type=bb_type, alpha0=alpha0, max_linesearch=max_linesearch,
+                             opt_tol=opt_tol, prog_tol=prog_tol, max_fev=max_fev, return_best=return_best,
+                             store_x=store_x, callback=callback, progress=progress, state=state,
+                             checkpoint=checkpoint)
+
+
+def lbfgs(fun, x0, lower=None, upper=None, *, maxiter=20, memory=5, suff_dec=1e-4, alpha0=None,
+          max_linesearch=20, opt_tol=1e-5, prog_tol=1e-9, max_fev=None, return_best=True, store_x=False,
+          callback=None, progress=True, state=None, checkpoint=None):
+    r"""Projected L-BFGS with box constraints; resumable (unlike :func:`lbfgsb`).
+
+    Iteration ``k``: the points held at a bound by the gradient,
+    ``A = {i : x_i = l_i, g_i > 0} ∪ {i : x_i = u_i, g_i < 0}``, are frozen; on the
+    others the two-loop recursion (Nocedal & Wright, Alg. 7.4) applies the L-BFGS
+    inverse-Hessian model ``H_k`` of the last ``memory`` pairs
+    ``(s_j, y_j) = (x_{j+1} − x_j, g_{j+1} − g_j)`` (kept when ``sᵀy > 1e-10 ‖s‖‖y‖``),
+    ``H⁰ = (sᵀy / yᵀy) I`` from the newest pair::
+
+        d_k   = P(x_k − H_k g_k) − x_k,    x_k+1 = x_k + t d_k,
+        f(x_k + t d_k) ≤ f(x_k) + γ t g_kᵀd_k      (monotone Armijo, t backtracked as in spg)
+
+    The first iteration (no pairs) takes SPG's first step ``α0 g``; a direction
+    that is not a descent direction clears the memory and falls back to it. The
+    memory pairs are part of :class:`OptimizerState`, so ``state=``/``checkpoint=``
+    resume a run exactly (:func:`lbfgsb`, scipy's Fortran L-BFGS-B, cannot be resumed).
+    Other parameters as :func:`spg`; ``memory`` is the number of pairs.
+    """
+    return _projected_search("lbfgs", fun, x0, lower, upper, maxiter=maxiter, memory=1, pairs=memory,
+                             suff_dec=suff_dec, bb_type=1, alpha0=alpha0, max_linesearch=max_linesearch,
+                             opt_tol=opt_tol, prog_tol=prog_tol, max_fev=max_fev, return_best=return_best,
+                             store_x=store_x, callback=callback, progress=progress, state=state,
+                             checkpoint=checkpoint)
+
+
+def _first_step(alpha0, x, g):
+    """SPG's first spectral step: ``alpha0`` or ``0.1 ‖x‖∞ / ‖g‖∞`` (``1/‖g‖∞`` at x = 0)."""
+    if alpha0 is not None:
+        return float(alpha0)
+    gmax = float(np.max(np.abs(g)))
+    xmax = float(np.max(np.abs(x)))
+    return (0.1 * xmax if xmax > 0 else 1.0) / gmax
+
+
+def _two_loop(q, s_pairs, y_pairs):
+    """``H q`` for the L-BFGS inverse-Hessian model of the pairs (oldest first)."""
+    q = q.copy()
+    k = len(s_pairs)
+    rho = [1.0 / float(np.dot(y_pairs[j], s_pairs[j])) for j in range(k)]
+    a = np.zeros(k)
+    for j in range(k - 1, -1, -1):
+        a[j] = rho[j] * float(np.dot(s_pairs[j], q))
+        q -= a[j] * y_pairs[j]
+    s, y = s_pairs[-1], y_pairs[-1]
+    q *= float(np.dot(s, y)) / float(np.dot(y, y))
+    for j in range(k):
+        b = rho[j] * float(np.dot(y_pairs[j], q))
+        q += (a[j] - b) * s_pairs[j]
+    return q
+
+
+def _projected_search(method, fun, x0, lower, upper, *, maxiter, memory, pairs, suff_dec, bb_type, alpha0,
+                      max_linesearch, opt_tol, prog_tol, max_fev, return_best, store_x, callback, progress,
+                      state, checkpoint):
+    """The loop shared by :func:`spg` and :func:`lbfgs`: a feasible direction ``d = P(x − Hg) − x``
+    (``H = α I`` spectral, or the L-BFGS model), a (non-)monotone Armijo search on
+    ``[x, x + d]``, the stopping tests, and the resumable state."""
     t_start = time.perf_counter()
     x0, dtype = _as_x0(x0)
     shape = x0.shape
     _check_int("maxiter", maxiter, 0)
     _check_int("memory", memory, 1)
     _check_int("max_linesearch", max_linesearch, 1)
-    if bb_type not in (1, 2):
-        raise ValueError(f"bb_type must be 1 or 2, got {bb_type!r}")
+    if method == "lbfgs":
+        _check_int("memory", pairs, 1)
     if not 0 < suff_dec < 1:
         raise ValueError(f"suff_dec must lie in (0, 1), got {suff_dec}")
     if max_fev is not None:
         _check_int("max_fev", max_fev, 1)
+    if checkpoint is not None and not callable(checkpoint):
+        raise TypeError("checkpoint must be callable")
     lo, up = _as_bounds(lower, upper, shape)
-    x = _check_feasible(x0.astype(np.float64), lo, up).reshape(-1)
     lo, up = lo.reshape(-1), up.reshape(-1)
+    n = x0.size
 
     nfev = 0
 
@@ -266,52 +447,93 @@ def spg(fun, x0, lower=None, upper=None, *, maxiter=20, memory=3, suff_dec=1e-4,
         nfev += 1
         return _evaluate(fun, z, shape, dtype, where)
 
-    f, g = evaluate(x, "x0")
-    if not np.isfinite(f) or not np.all(np.isfinite(g)):
-        raise ValueError(f"fun(x0) is not finite (f = {f}); cannot start")
-    # scales of the relative progress tests
-    f_scale = abs(f) if f != 0 else 1.0
-    x_scale = float(np.max(np.abs(x))) or 1.0
-
     def optimality(x, g):
         return float(np.max(np.abs(project(x - g, lo, up) - x)))
 
-    fhist = [f]
-    opt_hist = [optimality(x, g)]
+    if state is None:
+        x = _check_feasible(x0.astype(np.float64).reshape(shape), lo.reshape(shape), up.reshape(shape)).reshape(-1)
+        f, g = evaluate(x, "x0")
+        if not np.isfinite(f) or not np.all(np.isfinite(g)):
+            raise ValueError(f"fun(x0) is not finite (f = {f}); cannot start")
+        # scales of the relative progress tests
+        f_scale = abs(f) if f != 0 else 1.0
+        x_scale = float(np.max(np.abs(x))) or 1.0
+        fhist = [f]
+        opt_hist = [optimality(x, g)]
+        best_x, best_f = x.copy(), f
+        # last M accepted values for the GLL reference max; a fixed-length window
+        recent = [f]
+        x_prev = g_prev = None
+        s_pairs, y_pairs = [], []
+        start = 0
+    else:
+        st = OptimizerState.from_dict(state)
+        if st.method != method:
+            raise ValueError(f"cannot resume {method} from a {st.method!r} optimizer state")
+        if st.x.size != n:
+            raise ValueError(f"optimizer state holds {st.x.size} unknowns, x0 has {n}")
+        x, f, g = st.x.copy(), st.f, st.g.copy()
+        f_scale, x_scale = st.f_scale, st.x_scale
+        fhist, opt_hist = list(st.fhist), list(st.opt_hist)
+        best_x, best_f = st.best_x.copy(), st.best_f
+        recent = list(st.recent)
+        x_prev = None if st.x_prev is None else st.x_prev.copy()
+        g_prev = None if st.g_prev is None else st.g_prev.copy()
+        s_pairs, y_pairs = list(st.s_pairs), list(st.y_pairs)
+        nfev = st.nfev
+        start = st.iteration
+
+    def snapshot(iteration):
+        return OptimizerState(
+            method=method, iteration=iteration, nfev=nfev, x=x.copy(), f=f, g=g.copy(), f_scale=f_scale,
+            x_scale=x_scale, fhist=np.array(fhist), opt_hist=np.array(opt_hist), best_x=best_x.copy(),
+            best_f=best_f, recent=np.array(recent), x_prev=None if x_prev is None else x_prev.copy(),
+            g_prev=None if g_prev is None else g_prev.copy(),
+            s_pairs=np.array(s_pairs).reshape(-1, n), y_pairs=np.array(y_pairs).reshape(-1, n))
+
     xhist = [x.reshape(shape).astype(dtype)] if store_x else []
-    best_x, best_f = x.copy(), f
-    # last M accepted values for the GLL reference max; a fixed-length window
-    recent = [f]
-    x_prev = g_prev = None
     message, success = "maximum number of iterations reached", False
-    bar = _progress_bar(maxiter, progress, "spg")
-    it = 0
+    bar = _progress_bar(maxiter, progress, method)
+    if bar is not None and start:
+        bar.update(start)
+    it = start
     try:
-        for it in range(1, maxiter + 1):
+        for it in range(start + 1, maxiter + 1):
             if opt_hist[-1] < opt_tol:
                 message, success, it = "first-order optimality below opt_tol", True, it - 1
                 break
-            # ---- spectral step
-            if x_prev is None:
-                if alpha0 is not None:
-                    alpha = float(alpha0)
+            # ---- direction
+            if method == "spg":
+                if x_prev is None:
+                    alpha = _first_step(alpha0, x, g)
                 else:
-                    gmax = float(np.max(np.abs(g)))
-                    xmax = float(np.max(np.abs(x)))
-                    alpha = (0.1 * xmax if xmax > 0 else 1.0) / gmax
+                    s, y = x - x_prev, g - g_prev
+                    sy = np.dot(s, y)
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        alpha = float(np.dot(s, s) / sy if bb_type == 1 else sy / np.dot(y, y))
+                    # non-positive curvature, 0/0 (a zero step) or overflow: fall back to a unit spectral step
+                    if not np.isfinite(alpha) or alpha <= 1e-10 or alpha > 1e10:
+                        alpha = 1.0
+                d = project(x - alpha * g, lo, up) - x
             else:
-                s, y = x - x_prev, g - g_prev
-                sy = float(np.dot(s, y))
-                alpha = float(np.dot(s, s)) / sy if bb_type == 1 else sy / float(np.dot(y, y))
-                # non-positive curvature or overflow: fall back to a unit spectral step
-                if not np.isfinite(alpha) or alpha <= 1e-10 or alpha > 1e10:
-                    alpha = 1.0
-            d = project(x - alpha * g, lo, up) - x
+                d = None
+                if s_pairs:
+                    # points held at a bound by the gradient stay out of the quasi-Newton model
+                    held = ((x <= lo) & (g > 0)) | ((x >= up) & (g < 0))
+                    hg = _two_loop(np.where(held, 0.0, g), s_pairs, y_pairs)
+                    hg[held] = 0.0
+                    d = project(x - hg, lo, up) - x
+                    alpha = float(np.dot(s_pairs[-1], y_pairs[-1]) / np.dot(y_pairs[-1], y_pairs[-1]))
+                    if not float(np.dot(g, d)) < 0:
+                        s_pairs, y_pairs, d = [], [], None  # not a descent direction: restart the memory
+                if d is None:
+                    alpha = _first_step(alpha0, x, g)
+                    d = project(x - alpha * g, lo, up) - x
             gtd = float(np.dot(g, d))
             if gtd > -prog_tol * f_scale or gtd >= 0:
                 message, it = "no progress: directional derivative below prog_tol", it - 1
                 break
-            # ---- non-monotone Armijo backtracking
+            # ---- (non-)monotone Armijo backtracking
             f_ref = max(recent)
             t = 1.0
             ls_ok = False
@@ -342,6 +564,14 @@ def spg(fun, x0, lower=None, upper=None, *, maxiter=20, memory=3, suff_dec=1e-4,
                            else "maximum number of function evaluations reached")
                 it -= 1
                 break
+            if method == "lbfgs":
+                s, y = x_new - x, g_new - g
+                if float(np.dot(s, y)) > 1e-10 * float(np.linalg.norm(s) * np.linalg.norm(y)):
+                    s_pairs.append(s)
+                    y_pairs.append(y)
+                    if len(s_pairs) > pairs:
+                        s_pairs.pop(0)
+                        y_pairs.pop(0)
             x_prev, g_prev, f_old = x, g, f
             x, f, g = x_new, f_new, g_new
             fhist.append(f)
@@ -356,6 +586,8 @@ def spg(fun, x0, lower=None, upper=None, *, maxiter=20, memory=3, suff_dec=1e-4,
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(f=f"{f:.4e}", nfev=nfev)
+            if checkpoint is not None:
+                checkpoint(snapshot(it))
             if callback is not None:
                 info = dict(iteration=it, f=f, nfev=nfev, step=t, alpha=alpha, opt_cond=opt_hist[-1])
                 if callback(x.reshape(shape).astype(dtype), info) is True:

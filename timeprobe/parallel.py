@@ -28,8 +28,10 @@ per process (:mod:`timeprobe.workspace`), and compiled code is cached on disk.
 
 Clusters: any ``distributed.Client`` works — :func:`local_client` on one machine, a
 ``dask_jobqueue`` cluster (SLURM, PBS, …) or a scheduler address on many. Dask distributes
-shots; a shot too large for one machine is domain-decomposed inside its task with Devito MPI
-(see the README's "Scaling out" section).
+shots to single-process workers; a shot too large for one machine is domain-decomposed
+with Devito MPI instead (``DEVITO_MPI=1 mpirun -n R``, :mod:`timeprobe.mpi`), in MPI jobs
+of their own, one per group of shots: a Dask task cannot run an MPI job's ranks, and
+``client=`` is refused inside one (the README's "Scaling out" section).
 """
 from __future__ import annotations
 
@@ -38,6 +40,8 @@ import os
 import uuid
 
 import numpy as np
+
+from .mpi import is_distributed
 
 __all__ = ["reduce_shots", "local_client", "close_client", "get_client"]
 
@@ -97,6 +101,11 @@ def reduce_shots(task, model, q, d, opts, rngs, client, *, retries=3, progress=F
     """
     from distributed import as_completed
 
+    if is_distributed():
+        raise ValueError("client= (Dask over shots) cannot be used inside a Devito MPI job: every rank "
+                         "would submit the same shots. Under MPI the shots run one after another, each "
+                         "domain-decomposed over the ranks; for shot parallelism start separate MPI jobs "
+                         "per group of shots (README, 'Scaling out')")
     if q.nshots != d.nshots:
         raise ValueError(f"q has {q.nshots} shots, d has {d.nshots}")
     if len(rngs) != q.nshots:

@@ -5,22 +5,42 @@ fields ``ū_p`` (and, for imaging conditions other than the cross-correlation, r
 of the adjoint run). This module owns their memory and layout; the equations that fill them
 are built in :mod:`timeprobe.operators`, the probe vectors designed in :mod:`timeprobe.probing`.
 
-* **Probe region.** The gradient is only ever returned on the physical domain, so the probe
-  fields, the ring buffer and the probed gradient cover the physical domain plus
-  ``space_order/2`` points (:func:`probe_margin`) — enough for the spatial derivatives of the
-  imaging conditions — instead of the padded grid (31 % less memory and work on the 801×207
-  Overthrust with 40 absorbing points). The region has dimensions of its own
-  (:class:`ProbeRegion`); equations read the grid's fields at ``x_region + margin``.
-* **Ring buffer** (``method="blocked"``): every k-th snapshot is copied into one of ``B`` slots;
-  once per block of ``B`` snapshots the operator applies the block's rows of ``Qᵀ`` to the
-  buffer. The slots sit just outside the innermost spatial axis, ``(x, b, y)``.
+* **Probe region.** Images, and gradients restricted to the physical domain
+  (``sum_padding=False``), are only ever returned on the physical domain, so their probe
+  fields, ring buffer and probed gradient cover the physical domain plus ``space_order/2``
+  points (:func:`probe_margin`) — enough for the spatial derivatives of the imaging
+  conditions — instead of the padded grid (31 % less memory and work on the 801×207
+  Overthrust with 40 absorbing points). Exact-derivative gradients (the default) need the
+  absorbing layers too (margin 0, :func:`region_margin`). The region has dimensions of its
+  own (:class:`ProbeRegion`); equations read the grid's fields at ``x_region + margin``.
+* **Ring buffer** (``method="blocked"``): the k-subsampled snapshots are taken in blocks of
+  ``B``; once per block, at the time step of the block's last snapshot the run reaches, a flush
+  applies the block's rows of ``Qᵀ`` (``ū_p += Σ_b W[c, b, p]·snapshot_b``). The other
+  snapshots wait in the slots of the ring buffer; the last one is read straight from the
+  wavefield (:func:`read_slot`): the forward buffers ``B − 1`` snapshots (``B = 1`` needs no
+  ring buffer at all), the adjoint's direct gradient update all ``B`` (its loop order would
+  recompute ``v̈`` per probe). A block's weights are selected by the index ``time / (k·B)``;
+  :data:`FLUSH_TIME` adds the one flush off that schedule (the forward's unfinished last block,
+  the adjoint's first block). The slots sit just outside the innermost spatial axis,
+  ``(x, slot, y)``.
 * **Layouts of ū** (:func:`inner_probe_axis`): the forward flush runs with ``p`` innermost
   (``(x, y, p)``, the block weights stay in registers, ū streams once); the adjoint's direct
-  update ``g −= Σ_p ū_p·Σ_b W[b, p]·ring_b`` runs on ū transposed in place to ``(x, p, y)``
+  update ``g −= Σ_p ū_p·Σ_b W[b, p]·snapshot_b`` runs on ū transposed in place to ``(x, p, y)``
   (:func:`swap_probe_axis`), where every probe is one unit-stride sweep.
+* **Loop bounds**: the probe and slot axes are fixed dimensions (constant trip counts in the
+  generated code, :func:`timeprobe.compat.fixed_dimension`).
+* **Domain decomposition** (Devito MPI, several ranks, :func:`timeprobe.mpi.is_distributed`):
+  Devito splits only functions defined on the grid's own dimensions, so there the probe
+  region is the whole padded grid on the grid's dimensions (:class:`GridRegion`, margin 0)
+  and every spatial probe field is a grid ``Function`` carrying its extra ``p``/``b``
+  dimension in the same position as serially: each rank holds its own part of ū, v̄, the
+  ring buffer and the probed gradient (about 1/ranks of each), and the operators are built
+  by the same equation builders. Images then cover the layers too and are cut to the physical
+  domain as usual (same values there: the probe fields are pointwise).
 * **Buffers** are numpy arrays wrapped by Devito functions without a copy
   (:func:`new_buffer`): ``np.zeros`` maps zero pages, where Devito's own allocation would
-  zero-fill through its ``Data`` indexing machinery (tens of ms per gradient).
+  zero-fill through its ``Data`` indexing machinery (tens of ms per gradient). They start on a
+  64-byte boundary (:func:`aligned_zeros`; a large numpy array starts 16 bytes into a page).
 * **Gathers** (:class:`GatherLayout`): the image domain (the physical domain, with dimensions of
   its own), the imaging-factor buffers (extended by zeros along the offset axis for the exact,
   per-time-step correlation; blocks of probes for the probed one) and the gathers array.
@@ -30,17 +50,29 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from devito import ConditionalDimension, DefaultDimension, Function
+from devito import Constant, DefaultDimension, Function
 
-from .compat import wrap_array
+from .compat import fixed_dimension, wrap_array
+from .mpi import is_distributed
 
-__all__ = ["ProbeLayout", "probe_layout", "probe_margin", "region_slices", "ProbeRegion", "probe_region",
-           "probe_dims", "block_dim", "inner_probe_axis", "swap_probe_axis", "placeholder",
-           "new_buffer", "buffer_view", "TIME_INDEXED", "GatherLayout", "ImageDomain",
+__all__ = ["ProbeLayout", "probe_layout", "probe_margin", "region_margin", "region_bounds", "region_slices",
+           "region_shape", "PROBE_ALIGN", "ProbeRegion", "GridRegion", "probe_region",
+           "probe_dims", "inner_probe_axis", "swap_probe_axis", "placeholder", "flush_time",
+           "buffered_slots", "read_slot", "ring_slots", "new_buffer", "buffer_view", "aligned_zeros",
+           "TIME_INDEXED", "FLUSH_TIME", "BUFFER_ALIGN", "GatherLayout", "ImageDomain",
            "image_domain", "extended_dims", "gather_dims", "gather_placeholder", "new_gather_buffer"]
 
 #: probe arrays indexed by time (their first axis has the run's length, not the placeholder's)
-TIME_INDEXED = ("Qt", "Qblk", "Wtail")
+TIME_INDEXED = ("Qt", "Qblk")
+
+#: name of the run-time scalar holding the time step of the one off-schedule flush
+FLUSH_TIME = "tflush"
+
+#: the probe region's innermost extent is a multiple of this many points where the absorbing
+#: layer allows (:func:`region_bounds`): the unit-stride probe loops then have no scalar
+#: remainder and every row starts 32-byte aligned (the adjoint's update ran 25–35 % faster on
+#: the 801×207 Overthrust region, 216 instead of 215 points per row, in a kernel benchmark)
+PROBE_ALIGN = 8
 
 
 class ProbeLayout(NamedTuple):
@@ -58,22 +90,46 @@ def probe_layout(probing, model, direct=None):
     ``model``'s grid; ``direct`` overrides ``probing.direct`` (the adjoint decides it with its
     imaging condition)."""
     return ProbeLayout(probing.method, probing.r, probing.subsample, probing.block,
-                       bool(probing.direct if direct is None else direct), probe_margin(model))
+                       bool(probing.direct if direct is None else direct), region_margin(model, probing.layers))
 
 
 def probe_margin(model):
-    """Points of each absorbing layer that the probe fields leave out (module docstring)."""
+    """Points of each absorbing layer that probe fields skipping the layers leave out."""
     return max(model.nbl - model.space_order // 2, 0)
 
 
-def region_slices(model):
-    """Index of the probe region in padded-grid arrays."""
-    t = probe_margin(model)
-    return tuple(slice(t, n - t) for n in model.shape_padded)
+def region_margin(model, layers=False):
+    """The probe region's margin: 0 (the whole padded grid) when the probe fields cover the
+    absorbing layers (``layers``: :attr:`timeprobe.probing.Probing.layers`, the default of
+    gradients) or the grid is split over MPI ranks (:class:`GridRegion`), else
+    :func:`probe_margin` (images, ``sum_padding=False`` gradients)."""
+    return 0 if layers or is_distributed() else probe_margin(model)
+
+
+def region_bounds(shape_padded, t):
+    """``[(start, stop)]`` per axis of the probe region in a padded grid of ``shape_padded``:
+    ``[t, n − t)``, the innermost axis extended by up to ``min(PROBE_ALIGN − 1, t)`` points into
+    the absorbing layer to a multiple of :data:`PROBE_ALIGN` (the gradient there is discarded
+    with the layer)."""
+    bounds = [(t, n - t) for n in shape_padded]
+    start, stop = bounds[-1]
+    bounds[-1] = (start, stop + min(-(stop - start) % PROBE_ALIGN, t))
+    return bounds
+
+
+def region_slices(model, layers=False):
+    """Index of the probe region in padded-grid arrays (``layers``: see :func:`region_margin`)."""
+    return tuple(slice(a, b) for a, b in region_bounds(model.shape_padded, region_margin(model, layers)))
+
+
+def region_shape(model, layers=False):
+    """Shape of the probe region (the probe fields' spatial shape; ``layers``: :func:`region_margin`)."""
+    return tuple(b - a for a, b in region_bounds(model.shape_padded, region_margin(model, layers)))
 
 
 class ProbeRegion:
-    """The box ``[t, n − t)`` of the padded grid, with dimensions of its own.
+    """The box :func:`region_bounds` (``[t, n − t)``, the innermost axis a little longer) of the
+    padded grid, with dimensions of its own.
 
     Probe fields are plain Functions over these dimensions; equations read the grid's fields
     at ``x_region + t``. (Devito's SubDomain functions would do the same, but only map indices
@@ -83,7 +139,7 @@ class ProbeRegion:
 
     def __init__(self, ws, t):
         self.t = t
-        self.shape = tuple(n - 2 * t for n in ws.shape)
+        self.shape = tuple(b - a for a, b in region_bounds(ws.shape, t))
         self.dimensions = tuple(DefaultDimension(name=f"{d.name}r", default_value=n)
                                 for d, n in zip(ws.space_dims, self.shape))
         self.to_grid = {d: dr + t for d, dr in zip(ws.space_dims, self.dimensions)}
@@ -93,23 +149,69 @@ class ProbeRegion:
         return expr.evaluate.subs(self.to_grid)
 
 
+class GridRegion:
+    """The probe region of a grid split over MPI ranks: the whole padded grid, on the grid's own
+    dimensions (Devito decomposes only those), so probe fields are split like the wavefields."""
+
+    t = 0
+
+    def __init__(self, ws):
+        self.shape = ws.shape
+        self.dimensions = tuple(ws.space_dims)
+        self.to_grid = {}
+
+    def at(self, expr):
+        """``expr`` evaluated at the grid's points (the region is the grid)."""
+        return expr.evaluate
+
+
 def probe_region(ws, t):
-    """The probe region of thickness ``t``, one object per workspace (dimension identity)."""
+    """The probe region of thickness ``t``, one object per workspace (dimension identity); a
+    :class:`GridRegion` when the workspace's grid is split over MPI ranks (``t`` must be 0)."""
+    if is_distributed(ws.grid):
+        if t != 0:
+            raise ValueError(f"a grid split over MPI ranks keeps probe fields on the whole padded grid "
+                             f"(margin 0), got margin {t}")
+        return ws.cached(("region", "grid"), lambda: GridRegion(ws))
     return ws.cached(("region", t), lambda: ProbeRegion(ws, t))
 
 
 def probe_dims(ws, r, B=None):
-    """The probe (``p``, size r) and ring-buffer (``b``, size B) dimensions, one object each per
-    workspace (two ``p`` objects would become two nested loops)."""
+    """The probe (``p``, size r) and block (``b``, size B: one weight per snapshot of a block)
+    dimensions, fixed-size, one object each per workspace (two ``p`` objects would become two
+    nested loops)."""
     def dim(name, size):
-        return ws.cached(("dim", name, size), lambda: DefaultDimension(name=name, default_value=size))
+        return ws.cached(("dim", name, size), lambda: fixed_dimension(name, size))
     return dim("p", r), (dim("b", B) if B else None)
 
 
-def block_dim(ws, k, B):
-    """The once-per-block time dimension (factor k·B), one object per (k, B) per workspace."""
-    return ws.cached(("dim", "tblk", k * B),
-                     lambda: ConditionalDimension(name="tblk", parent=ws.time_dim, factor=k * B))
+def read_slot(B, adjoint, direct=False):
+    """The snapshot of a block (0 … B−1, in forward time) its flush reads from the wavefield
+    instead of the ring buffer: the last one the run reaches (forward ``B − 1``, adjoint ``0``),
+    whose time step the flush happens at. None for the adjoint's direct gradient update, whose
+    loop order ``(x, p, y)`` would recompute the snapshot (``v̈``, three time levels) for every
+    probe: it buffers the whole block and flushes after writing slot 0."""
+    if adjoint:
+        return None if direct else 0
+    return B - 1
+
+
+def ring_slots(B, adjoint=False, direct=False):
+    """Slots of the ring buffer for blocks of B snapshots (:func:`read_slot`)."""
+    return B - (read_slot(B, adjoint, direct) is not None)
+
+
+def buffered_slots(B, adjoint, direct=False):
+    """``[(j, slot)]``: snapshot j of a block (in forward time) is copied into ring slot ``slot``
+    (every snapshot but :func:`read_slot`, in order)."""
+    skip = read_slot(B, adjoint, direct)
+    return [(j, i) for i, j in enumerate(j for j in range(B) if j != skip)]
+
+
+def flush_time(ws):
+    """The run-time scalar :data:`FLUSH_TIME` (int): the time step of the one flush off the
+    ``time ≡ j·k (mod k·B)`` schedule (j the block's last snapshot the run reaches)."""
+    return ws.cached(("constant", FLUSH_TIME), lambda: Constant(name=FLUSH_TIME, dtype=np.int32))
 
 
 def inner_probe_axis(space, p):
@@ -130,22 +232,34 @@ def swap_probe_axis(a, to_inner):
         chunk[:] = chunk.reshape((-1,) + src_shape).swapaxes(1, 2).reshape(chunk.shape)
 
 
+def _ring_size(layout, name):
+    # "ring": the forward's; "ring_adj": the adjoint's (whole blocks for the direct update)
+    return ring_slots(layout.block, adjoint=name == "ring_adj", direct=layout.direct)
+
+
 def _dimensions(ws, name, layout):
     p, b = probe_dims(ws, layout.r, layout.block)
     x = probe_region(ws, layout.margin).dimensions
+    if name in ("ring", "ring_adj"):
+        n = _ring_size(layout, name)
+        if n < 1:
+            raise ValueError("a block of B = 1 snapshot has no ring buffer")
+        slot = ws.cached(("dim", "slot", n), lambda: fixed_dimension("slot", n))
+        return inner_probe_axis(x, slot)
+    blk = ws.cached(("dim", "blk"), lambda: DefaultDimension(name="blk", default_value=1))
     return {"ubar": x + (p,), "vbar": x + (p,), "ubar_t": inner_probe_axis(x, p), "grad_r": x,
-            "Qt": (ws.time_dim, p), "Qblk": (block_dim(ws, layout.subsample, layout.block), b, p),
-            "ring": inner_probe_axis(x, b), "Wtail": (b, p)}[name]
+            "Qt": (ws.time_dim, p), "Qblk": (blk, b, p)}[name]
 
 
 def placeholder(ws, name, layout):
     """The placeholder ``Function`` ``name`` of the operators built for ``layout``.
 
     Names: ``ubar`` (region, p), ``ubar_t`` (ū transposed, see :func:`swap_probe_axis`),
-    ``vbar``, ``grad_r`` (the probed gradient on the region), ``ring`` (the ring buffer),
-    ``Qt`` (time, p: the weights of the reference ``"eq"`` method), ``Qblk`` (block, b, p: the
-    blocked weights), ``Wtail`` (b, p: the weights of the last block's flush). Its shape is that
-    of the per-shot arrays; the time-indexed weights (:data:`TIME_INDEXED`) get theirs at run time.
+    ``vbar``, ``grad_r`` (the probed gradient on the region), ``ring`` / ``ring_adj`` (the
+    forward's / adjoint's ring buffer, :func:`ring_slots`), ``Qt`` (time, p: the weights of the
+    reference ``"eq"`` method), ``Qblk`` (block, b, p: the blocked weights, row c for the block
+    of times c·k·B … (c+1)·k·B − 1). Its shape is that of the per-shot arrays; the time-indexed
+    weights (:data:`TIME_INDEXED`) get theirs at run time.
     """
     dims = _dimensions(ws, name, layout)
 
@@ -153,18 +267,49 @@ def placeholder(ws, name, layout):
         region = probe_region(ws, layout.margin)
         p, b = probe_dims(ws, layout.r, layout.block)
         sizes = {**dict(zip(region.dimensions, region.shape)), p: layout.r, b: layout.block}
+        if name in ("ring", "ring_adj"):
+            sizes[dims[-2]] = _ring_size(layout, name)
         shape = tuple(sizes.get(d, 1) for d in dims)  # 1: the time-indexed axis of Qt/Qblk
-        return Function(name=name, dimensions=dims, shape=shape, space_order=0, dtype=ws.dtype)
+        return Function(name=name, dimensions=dims, shape=shape, space_order=0, dtype=ws.dtype,
+                        **_grid_kwargs(ws, dims))
     return ws.cached(("probe", name, tuple(id(d) for d in dims)), make)
+
+
+def _grid_kwargs(ws, dims):
+    # split over the MPI ranks with the grid: spatial probe fields of a distributed grid
+    if is_distributed(ws.grid) and any(d in dims for d in ws.space_dims):
+        return {"grid": ws.grid}
+    return {}
+
+
+#: byte alignment of the probe buffers: one cache line, the width of an AVX-512 vector
+BUFFER_ALIGN = 64
+
+
+def aligned_zeros(shape, dtype, align=BUFFER_ALIGN):
+    """Zeros of ``shape`` whose first element sits on an ``align``-byte boundary.
+
+    Large numpy arrays start 16 bytes into a page (the allocator's header), so every 64-byte
+    vector access of the probe loops would straddle two cache lines; Devito's own fields are
+    aligned, and the generated loops assume ``aligned(…:64)``. The returned array is a view of
+    a slightly larger zeroed buffer (kept alive through ``.base``)."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    raw = np.zeros(nbytes + align, dtype=np.uint8)
+    start = -raw.ctypes.data % align
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
 
 
 def new_buffer(ws, name, layout, arr=None):
     """A fresh Function like the placeholder ``name`` holding a copy of ``arr`` (the
-    time-indexed weights) or zeros of the placeholder's shape."""
+    time-indexed weights) or zeros of the placeholder's shape (this rank's part of it when the grid
+    is split over MPI ranks), :data:`BUFFER_ALIGN`-aligned."""
     if arr is None:
-        buffer = np.zeros(placeholder(ws, name, layout).shape, dtype=ws.dtype)
+        buffer = aligned_zeros(placeholder(ws, name, layout).shape, ws.dtype)
     else:
-        buffer = np.array(arr, dtype=ws.dtype)
+        arr = np.asarray(arr)
+        buffer = aligned_zeros(arr.shape, ws.dtype)
+        buffer[...] = arr
     return buffer_view(ws, name, layout, buffer)
 
 
@@ -176,8 +321,11 @@ def buffer_view(ws, name, layout, buffer):
     view = buffer.reshape(shape)
     if not np.shares_memory(view, buffer):
         raise RuntimeError("probe buffer could not be viewed without a copy")
+    grid = _grid_kwargs(ws, ph.dimensions)
+    if grid:  # distributed: the global shape; buffer is this rank's part (ph.shape is local)
+        shape = ph.shape_global
     return Function(name=name, dimensions=ph.dimensions, shape=shape, space_order=0,
-                    dtype=ws.dtype, **wrap_array(view))
+                    dtype=ws.dtype, **grid, **wrap_array(view))
 
 
 # =========================================================================== gathers

@@ -74,6 +74,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .mpi import broadcast, shared_entropy
 from .utils import as_generator
 
 __all__ = ["PROBE_MODES", "PROBE_METHODS", "DEFAULT_BLOCK", "design_probes", "direct_arrival_shift",
@@ -591,11 +592,13 @@ def probed_trace(Q, a, b):
 #: accumulation methods of the propagators (see :class:`Probing`)
 PROBE_METHODS = ("blocked", "eq")
 
-#: ring-buffer slots of the blocked method. Measured on the 801×207 Overthrust shot, r = 32,
-#: k = 9 (BENCHMARKS.md): B = 4, 8, 16 ran at 1.21×, 1.24×, 1.29× plain propagation in one run —
-#: the flushes are bound by their B·r multiply-adds per point, not by the accumulator's memory
-#: traffic, once ū streams with unit stride — and B = 4 also stores least.
-DEFAULT_BLOCK = 4
+#: snapshots per block of the blocked method (the ring buffer holds B − 1 of them in the forward
+#: pass, B in the adjoint's direct update; memory (r + B + 1)·N_r at the adjoint's peak). Each
+#: flush streams ū once (2r/B floats per point and snapshot forward, r/B adjoint): in a kernel
+#: benchmark on the 801×207 Overthrust region (r = 32, one core) the flushes cost 0.48 ms per
+#: snapshot at B = 4 and 0.35 ms at B = 8, and no less at B = 12 or 16 (their sums of B terms
+#: no longer stay in registers); B = 8 holds 4·N_r more than B = 4 (+11 % at r = 32).
+DEFAULT_BLOCK = 8
 
 
 def check_ps(ps):
@@ -622,9 +625,17 @@ class ProbingOptions:
     method : "blocked" or "eq"
         Probed accumulation (see :class:`Probing`).
     block : int or None
-        Ring-buffer length of the blocked method (None: :data:`DEFAULT_BLOCK`).
+        Snapshots per block of the blocked method (None: :data:`DEFAULT_BLOCK`).
     probe_kwargs : dict
         Extra keyword arguments of :func:`design_probes` (power_iterations, shift, …).
+    sum_padding : bool
+        True (default): gradients are the exact derivative w.r.t. every physical point —
+        the absorbing layers copy the edge points' ``m``, so their gradient is summed onto
+        those points (:meth:`timeprobe.Model.pad_adjoint`; JUDI's ``sum_padding``), and probe
+        fields cover the layers. False: the padded gradient restricted to the physical domain
+        (Devito's examples' convention; exact everywhere but on the outermost points), and
+        probe fields skip the layers (:func:`timeprobe.probe_buffers.probe_margin`: 31 % less
+        probe memory and work on the 801×207 Overthrust). Images are always restricted.
     """
     ps: int | None = None
     mode: str = "QR"
@@ -632,6 +643,7 @@ class ProbingOptions:
     method: str = "blocked"
     block: int | None = None
     probe_kwargs: dict = field(default_factory=dict)
+    sum_padding: bool = True
 
     def __post_init__(self):
         self.ps = check_ps(self.ps)
@@ -646,6 +658,8 @@ class ProbingOptions:
         if self.block is not None:
             self.block = _check_int("block", self.block, 1)
         self.probe_kwargs = dict(self.probe_kwargs or {})
+        if not isinstance(self.sum_padding, (bool, np.bool_)):
+            raise TypeError(f"sum_padding must be True or False, got {self.sum_padding!r}")
 
 
 @dataclass
@@ -661,17 +675,22 @@ class Probing:
     method : {"blocked", "eq"}
         ``"eq"`` is the reference formulation of the design: one Devito ``Eq`` per time step,
         ``ū[x, p] += k·dt·Q[s, p]·u(x)`` (streams the r×N accumulator through memory every step).
-        ``"blocked"`` (default) copies ``block`` sub-sampled snapshots into a ring buffer and,
-        once per block, applies ``Qᵀ`` to the buffer in one register-blocked Devito loop nest:
-        the same sum, reordered, at a fraction of the memory traffic
-        (:mod:`timeprobe.probe_buffers`).
+        ``"blocked"`` (default) takes the sub-sampled snapshots in blocks of ``block``, copies
+        all but one of each block into a ring buffer and, once per block, applies ``Qᵀ`` to the
+        block in one register-blocked Devito loop nest: the same sum, reordered, at a fraction of
+        the memory traffic (:mod:`timeprobe.probe_buffers`).
     block : int
-        Ring-buffer length ``B`` for ``"blocked"`` (memory ``B·N`` floats).
+        Snapshots per block ``B`` for ``"blocked"`` (a ring buffer of ``B − 1`` region-sized
+        fields in the forward pass, ``B`` in the adjoint's direct update).
     direct : bool
         Adjoint pass accumulates the gradient ``g −= v̈·(Q ū)`` directly instead of storing
         ``v̄`` (saves r·N floats; only for the cross-correlation image).
     dtype : numpy dtype
         Floating type of the run (that of the model).
+    layers : bool
+        The probe fields cover the absorbing layers too (default; gradients summed onto the
+        edge points need them, see :class:`ProbingOptions`), else only the physical domain
+        plus ``space_order/2`` points (images).
     """
     Q: np.ndarray
     subsample: int = 1
@@ -679,6 +698,7 @@ class Probing:
     block: int = DEFAULT_BLOCK
     direct: bool = True
     dtype: object = np.float32
+    layers: bool = True
     info: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -713,29 +733,15 @@ class Probing:
         Qt[:nt:self.subsample] = scale * self.Q
         return Qt
 
-    def blocked_weights(self, nt, scale, adjoint):
-        """Q arranged per ring-buffer block: (nblocks + 2, B, r), rows scaled by ``scale``.
-
-        Forward: the block ending before time ``c·k·B`` is accumulated at that time step, from
-        row ``c``. Adjoint (backward in time): block ``c`` is accumulated at time ``c·k·B`` once
-        its first slot is written, from row ``c``.
-        """
+    def blocked_weights(self, nt, scale):
+        """Q arranged per block of B sub-sampled steps: (nblocks, B, r), rows scaled by ``scale``;
+        row c holds the weights of the snapshots at times ``c·k·B + j·k``, j = 0 … B−1 (zero
+        past the last one). The propagators select row ``time / (k·B)``."""
         B, k = self.block, self.subsample
-        nblk = (nt - 1) // (k * B) + 2
-        W = np.zeros((nblk + 1, B, self.r), dtype=self.dtype)
-        for s in range(self.nsub):
-            c, b = divmod(s, B)
-            W[c if adjoint else c + 1, b] = scale * self.Q[s]
-        return W
-
-    def tail_weights(self, nt, scale):
-        """Weights (B, r) of the forward's last, unfinished block, flushed after the time loop."""
-        B, k = self.block, self.subsample
-        c_last = (nt - 1) // (k * B)
-        Wt = np.zeros((B, self.r), dtype=self.dtype)
-        rows = self.Q[c_last * B:(c_last + 1) * B]
-        Wt[:rows.shape[0]] = scale * rows
-        return Wt
+        nblk = (nt - 1) // (k * B) + 1
+        W = np.zeros((nblk * B, self.r), dtype=self.dtype)
+        W[:self.nsub] = scale * self.Q
+        return W.reshape(nblk, B, self.r)
 
 
 def max_frequency(wavelet, dt, rel=1e-3):
@@ -797,11 +803,14 @@ def probes_for_shot(opts, wavelet_c, dt, nt, probe_data=None, seed=None, dtype=n
         kwargs.setdefault("dt", k * dt)
         kwargs.setdefault("band", (0.0, max_frequency(wavelet_c, dt, rel=1e-2)))
     Q = design_probes(opts.mode, nsub, r, seed=seed, dtype=np.float64, **kwargs)
-    return Probing(Q, subsample=k, method=opts.method, block=opts.block or DEFAULT_BLOCK, dtype=dtype)
+    Q = broadcast(Q)  # under MPI: rank 0's probes on every rank, whatever the ranks' round-off
+    return Probing(Q, subsample=k, method=opts.method, block=opts.block or DEFAULT_BLOCK, dtype=dtype,
+                   layers=opts.sum_padding)
 
 
 def shot_generators(seed, nshots):
     """One independent Generator per shot, reproducible from ``seed`` (int, SeedSequence or
-    None) whatever the order or place the shots run in."""
-    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    None) whatever the order or place the shots run in. Under MPI, ``None`` draws rank 0's
+    entropy on every rank (:func:`timeprobe.mpi.shared_entropy`)."""
+    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(shared_entropy(seed))
     return [np.random.default_rng(s) for s in ss.spawn(nshots)]

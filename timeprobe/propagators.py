@@ -9,26 +9,38 @@ and resample traces between the data axes and the computational axis
 Linear algebra conventions (plain Euclidean inner products on both sides):
 
 * ``F q``       forward modelling, ``Fᵀ d`` adjoint modelling (:func:`forward`, :func:`adjoint`);
-* ``J δm``      Born modelling (:func:`born`);
-* ``Jᵀ δd = −Σ_n u[n] · v̈[n]``  adjoint Born (:func:`born_adjoint`, full storage), where
-  ``v`` is the adjoint field driven by ``Rᵀ δd`` (``v̈`` the centred second difference).
+* ``J δm``      Born modelling (:func:`born`), the derivative of ``F`` w.r.t. the physical
+  ``m`` (``δm`` edge-padded into the absorbing layers like ``m``);
+* ``Jᵀ δd = Eᵀ(−Σ_n u[n] · v̈[n])``  adjoint Born (:func:`born_adjoint`, full storage), where
+  ``v`` is the adjoint field driven by ``Rᵀ δd`` (``v̈`` the centred second difference) and
+  ``Eᵀ`` = :meth:`Model.pad_adjoint` folds the absorbing layers onto the edge points.
+
+Exactness: the operators' ``−Σ_{n=1}^{nt−1} u[n]·v̈[n]`` is the exact derivative of the discrete
+misfit w.r.t. the padded ``m`` (derivation in :mod:`timeprobe.operators`); ``Eᵀ`` maps it to
+the physical ``m``.
 
 Probing (:class:`timeprobe.probing.Probing`): the forward pass accumulates
 ``ū_p = Σ_s k·dt · Q[s, p] · u[k s]`` and the adjoint pass either
 ``v̄_p = Σ_s Q[s, p] · v̈[k s]`` or directly ``g −= Σ_s v̈[k s] · Σ_p Q[s, p] ū_p``
 (``k`` the time-subsampling factor). With ``k = 1`` and ``QQᵀ = I`` this equals the
 full-storage ``−dt Σ_n u[n]·v̈[n]`` up to float32 round-off.
+
+MPI (``DEVITO_MPI=1 mpirun -n R``): the runners work on the grid split over the ranks (the
+saved wavefield, ū and v̄ stay split) and return global traces and gradients on every rank
+(:mod:`timeprobe.mpi`).
 """
 from __future__ import annotations
 
 import numpy as np
 from devito import TimeFunction
 
-from .compat import release
+from .compat import release, skip_argument_halo_exchange
 from .geometry import (Data, Geometry, computational_axis, from_computational, from_computational_adjoint,
                        grid_coordinates, to_computational, to_computational_adjoint)
-from .operators import adjoint_operator, flush_adjoint_operator, flush_operator, forward_operator
-from .probe_buffers import buffer_view, new_buffer, probe_layout, region_slices, swap_probe_axis
+from .mpi import global_array, is_distributed
+from .operators import adjoint_operator, forward_operator
+from .probe_buffers import (FLUSH_TIME, buffer_view, new_buffer, probe_layout, region_slices, ring_slots,
+                            swap_probe_axis)
 from .workspace import use_model
 
 __all__ = ["forward", "adjoint", "born", "born_adjoint", "run_forward", "run_adjoint", "run_born",
@@ -98,6 +110,8 @@ def run_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, save=False, pr
             op = forward_operator(ws, save=nt + 1, born=dm is not None, illum=illumination)
             extra = kwargs["usave"] = TimeFunction(name="usave", grid=ws.grid, time_order=2,
                                                    space_order=model.space_order, save=nt + 1)
+            if is_distributed(ws.grid):  # the operators exchange its halos per time step themselves
+                skip_argument_halo_exchange(extra)
         else:
             ws.field("u").data[:] = 0
             op = forward_operator(ws, probing=layout, born=dm is not None, illum=illumination)
@@ -107,21 +121,24 @@ def run_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, save=False, pr
             if probing.method == "eq":
                 kwargs["Qt"] = new_buffer(ws, "Qt", layout, probing.time_weights(nt, scale))
             else:
-                kwargs["Qblk"] = new_buffer(ws, "Qblk", layout, probing.blocked_weights(nt, scale, adjoint=False))
-                kwargs["ring"] = ring = new_buffer(ws, "ring", layout)
+                kwargs["Qblk"] = new_buffer(ws, "Qblk", layout, probing.blocked_weights(nt, scale))
+                if ring_slots(layout.block):
+                    kwargs["ring"] = ring = new_buffer(ws, "ring", layout)
+                # the last snapshot ends its block, finished or not (operators.probe_equations)
+                kwargs[FLUSH_TIME] = probing.subsample * (probing.nsub - 1)
         if dm is not None:
             ws.field("du").data[:] = 0
-            ws.function("dm").data[:] = model.pad(check_dm(model, dm), mode="constant")
+            # edge padding, as m itself (Model.m_padded): J is then the derivative of
+            # forward(model.with_m(m)) and its adjoint ends with Model.pad_adjoint
+            ws.function("dm").data[:] = model.pad(check_dm(model, dm), mode="edge")
         if illumination:
             ws.function("illum").data[:] = 0
         op.apply(**kwargs)
-        if ring is not None:
-            # the last, unfinished block is still in the ring buffer: flush it
-            Wt = new_buffer(ws, "Wtail", layout, probing.tail_weights(nt, scale))
-            flush_operator(ws, layout).apply(ubar=extra, ring=ring, Wtail=Wt)
+        if is_distributed(ws.grid):  # each rank sampled its share of the receivers
+            traces[:] = global_array(rec)
         release(rec, src, ring)
         if illumination:
-            return traces[:nt], extra, np.array(ws.function("illum").data)
+            return traces[:nt], extra, np.array(global_array(ws.function("illum")))
         return traces[:nt], extra
 
 
@@ -176,11 +193,15 @@ def run_adjoint(model, rec_coords, residual_c, dt, nt, src_coords=None, usave=No
             if probing.method == "eq":
                 kwargs["Qt"] = new_buffer(ws, "Qt", layout, probing.time_weights(nt, 1.0))
             else:
-                W = probing.blocked_weights(nt, 1.0, adjoint=True)
+                W = probing.blocked_weights(nt, 1.0)
+                W[0, 0] = 0.0  # time 0 lies outside the loop (n ≥ 1): v̈[0] is not part of the sum
                 kwargs["Qblk"] = new_buffer(ws, "Qblk", layout, W)
-                kwargs["ring"] = new_buffer(ws, "ring", layout)
+                if ring_slots(layout.block, adjoint=True, direct=direct):
+                    kwargs["ring_adj"] = new_buffer(ws, "ring_adj", layout)
+                # block 0 ends at the loop's first step (its slot 0, time 0, is never reached)
+                kwargs[FLUSH_TIME] = kwargs["time_m"]
             if direct:
-                # the gradient on the probe region only (probe_buffers.probe_margin)
+                # the gradient on the probe region only (probe_buffers.region_margin)
                 kwargs["grad_r"] = new_buffer(ws, "grad_r", layout)
                 if probing.method == "blocked":
                     # ū → (x, p, y) in place for the adjoint's update (probe_buffers.inner_probe_axis)
@@ -196,24 +217,17 @@ def run_adjoint(model, rec_coords, residual_c, dt, nt, src_coords=None, usave=No
         else:
             op = adjoint_operator(ws, src_interp=srca is not None)
         op.apply(**kwargs)
-        if layout is not None and probing.method == "blocked":
-            # block 0 is still in the ring buffer (slot 0 = time 0 lies outside the loop: weight 0)
-            Wt = W[0].copy()
-            Wt[0] = 0.0
-            fl = dict(ring=kwargs["ring"], Wtail=new_buffer(ws, "Wtail", layout, Wt))
-            fl.update(ubar_t=kwargs["ubar_t"], grad_r=kwargs["grad_r"]) if direct else fl.update(vbar=vbar)
-            flush_adjoint_operator(ws, layout).apply(**fl)
-            if direct:
-                release(kwargs["ubar_t"])
-                if restore_ubar:  # the caller's ū, as it was (else its bytes stay transposed)
-                    swap_probe_axis(ubar_data, to_inner=False)
+        if "ubar_t" in kwargs:
+            release(kwargs["ubar_t"])
+            if restore_ubar:  # the caller's ū, as it was (else its bytes stay transposed)
+                swap_probe_axis(ubar_data, to_inner=False)
         if "grad_r" in kwargs:
             grad = np.zeros(ws.shape, dtype=ws.dtype)
-            grad[region_slices(model)] = kwargs["grad_r"].data
+            grad[region_slices(model, probing.layers)] = global_array(kwargs["grad_r"])
         elif grad is not None:
-            grad = np.array(grad.data)
-        out = (None if srca is None else np.array(srca.data[:nt]), grad, vbar)
-        release(rec, srca, kwargs.get("ring"), kwargs.get("grad_r"))
+            grad = np.array(global_array(grad))
+        out = (None if srca is None else np.array(global_array(srca)[:nt]), grad, vbar)
+        release(rec, srca, kwargs.get("ring_adj"), kwargs.get("grad_r"))
         return out
 
 
@@ -241,12 +255,12 @@ def forward(model, q, rec_geometry, save=False):
     dt, nt = computational_axis(model, q.geometry, rec_geometry)
     out, fields = [], []
     for i in range(q.nshots):
-        wc = to_computational(q.arrays[i], q.geometry, dt, nt)
+        wc = to_computational(q.arrays[i], q.geometry, dt, nt, dtype=model.dtype)
         rec, u = run_forward(model, q.geometry.coordinates[i], wc, rec_geometry.coordinates[i],
                              dt, nt, save=save)
-        out.append(from_computational(rec, rec_geometry[i], dt, nt))
+        out.append(from_computational(rec, rec_geometry[i], dt, nt, dtype=model.dtype))
         fields.append(u)
-    d = Data(rec_geometry, out)
+    d = Data(rec_geometry, out, dtype=model.dtype)
     return (d, fields) if save else d
 
 
@@ -262,41 +276,46 @@ def adjoint(model, d, src_geometry):
     dt, nt = computational_axis(model, src_geometry, d.geometry)
     out = []
     for i in range(d.nshots):
-        rc = from_computational_adjoint(d.arrays[i], d.geometry[i], dt, nt)
+        rc = from_computational_adjoint(d.arrays[i], d.geometry[i], dt, nt, dtype=model.dtype)
         srca, _, _ = run_adjoint(model, d.geometry.coordinates[i], rc, dt, nt,
                                  src_coords=src_geometry.coordinates[i])
-        out.append(to_computational_adjoint(srca, src_geometry[i], dt, nt))
-    return Data(src_geometry, out)
+        out.append(to_computational_adjoint(srca, src_geometry[i], dt, nt, dtype=model.dtype))
+    return Data(src_geometry, out, dtype=model.dtype)
 
 
 def born(model, q, dm, rec_geometry):
-    """Born (linearised) modelling ``δd = J(m) δm`` with ``δm`` in s²/km², shape of the model."""
+    """Born (linearised) modelling ``δd = J(m) δm`` with ``δm`` in s²/km², shape of the model.
+
+    ``J`` is the derivative of ``forward(model.with_m(m), q, rec_geometry)`` w.r.t. the physical
+    ``m``: ``δm`` is padded into the absorbing layers like ``m`` (edge values, :meth:`Model.pad`),
+    so ``J δm = lim (F(m + hδm) − F(m))/h`` exactly (discrete scheme)."""
     check_inputs(model, q, rec_geometry)
     dm = check_dm(model, dm)
     dt, nt = computational_axis(model, q.geometry, rec_geometry)
     out = []
     for i in range(q.nshots):
-        wc = to_computational(q.arrays[i], q.geometry, dt, nt)
+        wc = to_computational(q.arrays[i], q.geometry, dt, nt, dtype=model.dtype)
         rec = run_born(model, q.geometry.coordinates[i], wc, rec_geometry.coordinates[i], dm, dt, nt)
-        out.append(from_computational(rec, rec_geometry[i], dt, nt))
-    return Data(rec_geometry, out)
+        out.append(from_computational(rec, rec_geometry[i], dt, nt, dtype=model.dtype))
+    return Data(rec_geometry, out, dtype=model.dtype)
 
 
 def born_adjoint(model, q, d):
-    """Adjoint Born ``Jᵀ δd = −Σ_n u[n]·v̈[n]`` summed over shots (full wavefield storage).
+    """Adjoint Born ``Jᵀ δd = Eᵀ(−Σ_n u[n]·v̈[n])`` summed over shots (full wavefield storage).
 
-    The exact reference every cheaper gradient is measured against. Returns an
-    array of the model's shape (float32).
+    ``n = 1 … nt−1``; ``Eᵀ`` is :meth:`Model.pad_adjoint` (the transpose of the edge padding
+    :func:`born` applies to δm). The exact reference every cheaper gradient is measured
+    against. Returns an array of the model's shape and dtype.
     """
     check_inputs(model, q, d=d)
     dt, nt = computational_axis(model, q.geometry, d.geometry)
     g = np.zeros(model.shape, dtype=np.float64)
     for i in range(q.nshots):
-        wc = to_computational(q.arrays[i], q.geometry, dt, nt)
+        wc = to_computational(q.arrays[i], q.geometry, dt, nt, dtype=model.dtype)
         _, usave = run_forward(model, q.geometry.coordinates[i], wc, d.geometry.coordinates[i],
                                dt, nt, save=True)
-        rc = from_computational_adjoint(d.arrays[i], d.geometry[i], dt, nt)
+        rc = from_computational_adjoint(d.arrays[i], d.geometry[i], dt, nt, dtype=model.dtype)
         _, grad, _ = run_adjoint(model, d.geometry.coordinates[i], rc, dt, nt, usave=usave)
         release(usave)
-        g += model.unpad(grad) / dt  # operator computes −dt·Σ u·v̈
-    return g.astype(np.float32)
+        g += model.pad_adjoint(grad) / dt  # operator computes −dt·Σ u·v̈
+    return g.astype(model.dtype)

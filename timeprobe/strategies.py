@@ -5,7 +5,8 @@ Every strategy returns the FWI misfit and gradient of :func:`timeprobe.objective
     f = ½ Σ_shots dt_d ‖R P u − d‖²,        g(x) = −dt Σ_n u[n, x] · v̈[n, x]
 
 (``v`` the adjoint field driven by ``(dt_d/dt)·Rᵀ r``; ``n = 1 … nt−1``, the loop
-range of every timeprobe operator). They differ in how ``u`` is made available
+range of every timeprobe operator), mapped to the physical grid by ``Model.pad_adjoint``
+(the absorbing layers fold onto the edge points they copy). They differ in how ``u`` is made available
 to the adjoint pass:
 
 =============  =====================================================  ===================  ==================
@@ -18,11 +19,13 @@ strategy       what is kept of ``u``                                  extra memo
                ``mode="dft"``: ``2·nf`` real columns (cos/sin pairs)
 ``checkpoint`` ``c`` checkpoints of 2 time levels of ``u`` (pyrevolve  ``2·c·N_halo``       recomputation
                optimal schedule + ``devito.checkpointing``); exact    (+ ``v``: 3·N_halo)  (≈ 1–2 extra fwd)
-``probe``      ``ū = dt·Qᵀu``, r columns (``fwi_objective(ps=r)``)    ``r·N_phys`` (+ ring) the accumulation
+``probe``      ``ū = dt·Qᵀu``, r columns (``fwi_objective(ps=r)``)    ``r·N`` (+ ring)      the accumulation
 =============  =====================================================  ===================  ==================
 
-``N_phys``: the physical domain plus ``space_order/2`` points (the probe fields skip the
-absorbing layers, see :func:`timeprobe.probe_buffers.probe_margin`); ``N_halo``: the padded
+``N``: the padded grid (the gradient's probe fields cover the absorbing layers, whose ``m``
+copies the edge points: :meth:`timeprobe.Model.pad_adjoint`; with ``sum_padding=False`` the
+physical domain plus ``space_order/2`` points, :func:`timeprobe.probe_buffers.probe_margin`);
+``N_halo``: the padded
 grid with the stencil halo. ``full`` and ``checkpoint`` are exact (identical terms, round-off only);
 ``subsample`` with ``k = 1`` is exact too.
 """
@@ -36,7 +39,8 @@ from devito import TimeFunction
 from .compat import release
 from .geometry import (computational_axis, from_computational, from_computational_adjoint, grid_coordinates,
                        to_computational)
-from .objectives import fwi_objective
+from .mpi import global_array
+from .objectives import fwi_objective, to_physical
 from .operators import adjoint_operator, forward_operator, snapshot_field
 from .propagators import check_inputs
 from .workspace import use_model
@@ -67,7 +71,7 @@ def _shot_subsample(model, src_coords, wc, rec_coords, res_fn, dt, nt, k):
         rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), nt=npad)
         ws.field("u").data[:] = 0
         fop.apply(src=src, rec=rec, usub=usub, dt=dt, time_m=1, time_M=nt - 1)
-        f, adj = res_fn(np.array(rec.data[:nt]))
+        f, adj = res_fn(np.array(global_array(rec)[:nt]))
         aop = adjoint_operator(ws, gradient=("snapshots", k, nsnap))
         reca = ws.new_sparse("rec", grid_coordinates(model, rec_coords), adj, nt=npad)
         ws.field("u").data[:] = 0
@@ -75,7 +79,7 @@ def _shot_subsample(model, src_coords, wc, rec_coords, res_fn, dt, nt, k):
         grad.data[:] = 0
         aop.apply(rec=reca, usub=usub, grad=grad, dt=dt, time_m=1, time_M=nt - 1)
         release(usub, src, rec, reca)
-        return f, np.array(grad.data)
+        return f, np.array(global_array(grad))
 
 
 def _shot_checkpoint(model, src_coords, wc, rec_coords, res_fn, dt, nt, n_checkpoints):
@@ -91,7 +95,7 @@ def _shot_checkpoint(model, src_coords, wc, rec_coords, res_fn, dt, nt, n_checkp
         rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), nt=nt + 1)
         u.data[:] = 0
         fop.apply(src=src, rec=rec, dt=dt, time_m=1, time_M=nt - 1)
-        f, adj = res_fn(np.array(rec.data[:nt]))
+        f, adj = res_fn(np.array(global_array(rec)[:nt]))
         reca = ws.new_sparse("rec", grid_coordinates(model, rec_coords), adj, nt=nt + 1)
         rec2 = ws.new_sparse("rec", grid_coordinates(model, rec_coords), nt=nt + 1)
         u.data[:] = 0
@@ -104,10 +108,10 @@ def _shot_checkpoint(model, src_coords, wc, rec_coords, res_fn, dt, nt, n_checkp
         wrp.apply_forward()
         wrp.apply_reverse()
         release(src, rec, reca, rec2)  # the checkpoints themselves are freed with wrp
-        return f, np.array(grad.data)
+        return f, np.array(global_array(grad))
 
 
-def _own_loop(model, q, d, shot_fn):
+def _own_loop(model, q, d, shot_fn, sum_padding=True):
     f = 0.0
     g = np.zeros(model.shape_padded, dtype=np.float64)
     for i in range(q.nshots):
@@ -124,7 +128,7 @@ def _own_loop(model, q, d, shot_fn):
         fi, gi = shot_fn(model, qi.geometry.coordinates[0], wc, di.geometry.coordinates[0], res_fn, dt, nt)
         f += fi
         g += gi
-    return f, model.unpad(g).astype(model.dtype)
+    return f, to_physical(model, g, sum_padding)
 
 
 # --------------------------------------------------------------------------- switch
@@ -144,6 +148,7 @@ def gradient(model, q, d, strategy="probe", **opts):
       ``subsample``, ``method``, ``block``, ``probe_kwargs`` — forwarded to
       ``fwi_objective(ps=ps, ...)``.
 
+    Every strategy also takes ``sum_padding`` (default True, see :func:`fwi_objective`).
     Unknown strategies or options raise ``ValueError``/``TypeError``.
     """
     if strategy not in STRATEGIES:
@@ -152,24 +157,27 @@ def gradient(model, q, d, strategy="probe", **opts):
                "dft": {"nf", "seed", "subsample", "method", "block"},
                "checkpoint": {"n_checkpoints"},
                "probe": {"ps", "mode", "seed", "subsample", "method", "block", "probe_kwargs"}}[strategy]
+    allowed = allowed | {"sum_padding"}
     bad = set(opts) - allowed
     if bad:
         raise TypeError(f"strategy {strategy!r} takes options {sorted(allowed)}, got unexpected {sorted(bad)}")
     check_inputs(model, q, d=d)
+    opts = dict(opts)
+    sum_padding = opts.pop("sum_padding", True)
     if strategy == "full":
-        return fwi_objective(model, q, d, ps=None)
+        return fwi_objective(model, q, d, ps=None, sum_padding=sum_padding)
     if strategy == "probe":
         o = dict(opts)
         ps = _check_int("ps", o.pop("ps", 32))
-        return fwi_objective(model, q, d, ps=ps, **o)
+        return fwi_objective(model, q, d, ps=ps, sum_padding=sum_padding, **o)
     if strategy == "dft":
         o = dict(opts)
         nf = _check_int("nf", o.pop("nf", 16))
-        return fwi_objective(model, q, d, ps=2 * nf, mode="dft", **o)
+        return fwi_objective(model, q, d, ps=2 * nf, mode="dft", sum_padding=sum_padding, **o)
     if strategy == "subsample":
         k = _check_int("k", opts.get("k", 1))
-        return _own_loop(model, q, d, lambda *a: _shot_subsample(*a, k))
+        return _own_loop(model, q, d, lambda *a: _shot_subsample(*a, k), sum_padding)
     ncp = opts.get("n_checkpoints")
     if ncp is not None:
         ncp = _check_int("n_checkpoints", ncp)
-    return _own_loop(model, q, d, lambda *a: _shot_checkpoint(*a, ncp))
+    return _own_loop(model, q, d, lambda *a: _shot_checkpoint(*a, ncp), sum_padding)

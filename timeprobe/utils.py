@@ -5,7 +5,7 @@ import functools
 
 import numpy as np
 
-__all__ = ["finite_difference_weights", "as_generator", "fmt"]
+__all__ = ["finite_difference_weights", "as_generator", "fmt", "check_dtype", "working_dtype"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -38,3 +38,20 @@ def fmt(value):
         return f"{v:g}" if isinstance(v, float) else str(v)
     items = ", ".join(fmt(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value))
     return f"[{items}]" if isinstance(value, list) else f"({items})"
+_DTYPES = (np.float32, np.float64)
+
+
+def check_dtype(dtype):
+    """``dtype`` as ``np.float32`` or ``np.float64`` (the two precisions timeprobe runs in)."""
+    try:
+        t = None if dtype is None else np.dtype(dtype).type  # np.dtype(None) would be float64
+    except TypeError:
+        t = None
+    if t not in _DTYPES:
+        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+    return t
+
+
+def working_dtype(a):
+    """float64 for float64 arrays, float32 for anything else (timeprobe's default precision)."""
+    return np.float64 if np.asarray(a).dtype == np.float64 else np.float32

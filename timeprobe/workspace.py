@@ -21,6 +21,7 @@ import numpy as np
 from devito import Function, Grid, Operator, SparseTimeFunction, TimeFunction
 
 from .compat import check_devito_version, wrap_array
+from .mpi import check_same, configure_compiler, is_distributed
 
 check_devito_version()  # fail at import, naming the supported range, not deep inside a run
 
@@ -31,6 +32,7 @@ class Workspace:
     """Grid, model functions, placeholders and memoised operators for one grid configuration."""
 
     def __init__(self, shape, spacing, space_order, dtype):
+        configure_compiler()  # under DEVITO_MPI: the mpich wheel's mpicc, if none is on PATH
         self.shape = tuple(int(n) for n in shape)
         self.spacing = tuple(float(h) for h in spacing)
         self.space_order = int(space_order)
@@ -80,9 +82,22 @@ class Workspace:
         ``data``); ``data`` fills the first rows, the rest stay zero — written in place, without
         a padded copy of the traces. ``buffer``: a C-contiguous array (nt, npoint) of the
         workspace dtype used as the function's data *without a copy*; the caller owns it.
+
+        Distributed (Devito MPI, several ranks): Devito shares the points out over the ranks, so
+        ``buffer`` is copied in (each rank keeps its share) instead of wrapped; read the traces
+        back with :func:`timeprobe.mpi.global_array`. Coordinates and data must be the same on
+        every rank (checked).
         """
         coordinates = np.asarray(coordinates)
         npoint = coordinates.shape[0]
+        if is_distributed(self.grid):
+            check_same(coordinates, f"the coordinates of {name!r}")
+            if buffer is not None:
+                if buffer.shape != (nt, npoint):
+                    raise ValueError(f"sparse buffer must be {(nt, npoint)}, got {buffer.shape}")
+                data, buffer = buffer, None
+            if data is not None:
+                check_same(data, f"the traces of {name!r}")
         if buffer is not None:
             if (buffer.dtype != self.dtype or not buffer.flags.c_contiguous
                     or buffer.shape != (nt, npoint)):
@@ -102,7 +117,10 @@ class Workspace:
     def set_model(self, model):
         """Copy ``model``'s padded squared slowness and damping into the workspace.
 
-        Call with :attr:`lock` held (:func:`use_model` does)."""
+        Call with :attr:`lock` held (:func:`use_model` does). Under MPI each rank copies its
+        part of the (global, identical on every rank: checked) model."""
+        if is_distributed(self.grid):
+            check_same(model.m_padded, "the model (squared slowness)")
         # Always copy: cheap next to one propagation, and immune to in-place edits of model.m.
         self.m.data[:] = model.m_padded
         self.damp.data[:] = model.damp
