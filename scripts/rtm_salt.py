@@ -1,4 +1,5 @@
-"""OBN RTM on a salt model: exact vs probed ISIC images and their wavefield memory.
+"""OBN RTM on a salt model: exact vs probed ISIC images, ISIC offset gathers at the right and a wrong
+velocity, their times and memory.
 
 Used by ``notebooks/obn_rtm_salt.ipynb``; runnable on its own::
 
@@ -6,8 +7,8 @@ Used by ``notebooks/obn_rtm_salt.ipynb``; runnable on its own::
     TIMEPROBE_NOTEBOOK_SMALL=0 python scripts/rtm_salt.py
 
 Run as a script, it appends one record (script ``rtm_salt``: sizes, image error, array and
-measured memory) to the benchmark history (``scripts/records.py``: ``benchmarks/history.jsonl``)
-unless ``--no-record``; :func:`run` (the notebook's entry) records nothing.
+measured memory, the gathers' times, focusing and memory) to the benchmark history
+(``scripts/records.py``: ``benchmarks/history.jsonl``) unless ``--no-record``; :func:`run` (the notebook's entry) records nothing.
 
 ``salt_model`` is a *built-in synthetic* (water, a compacting sediment gradient
 and an elliptical 4.5 km/s salt body) — not SEAM. ``load_seam(path)`` reads a
@@ -67,7 +68,9 @@ def obn_acquisition(model, water_depth, nshots, nrec, t, dt=2.0, f0=0.015):
 
 
 def reflection_case(small=True, seam_path=None):
-    """Model, smooth background, acquisition and reflection data d − F(m0)q of one size."""
+    """Model, smooth background, acquisition, reflection data d − F(m0)q of one size and the
+    observed records d (they design the "QR" probes: the direct arrivals put the forward field's
+    early part in the probes' span)."""
     if seam_path:
         model, wd = load_seam(seam_path, spacing=12.5)
         nshots, nrec, t = 16, 200, 6000.0
@@ -82,53 +85,134 @@ def reflection_case(small=True, seam_path=None):
     d = tp.forward(model, q, rec)
     d0 = tp.forward(model0, q, rec)
     dd = tp.Data(rec, [a - b for a, b in zip(d.arrays, d0.arrays)])
-    return model, model0, q, rec, dd
+    return model, model0, q, rec, dd, d
 
 
-def measured_memory(small, ps, r, seam_path=None):
-    """Peak-memory increase (MiB) of one RTM (exact: ``ps=None``; probed: ``ps=r``), measured
-    in a fresh subprocess: VmHWM after migrating − VmHWM after modelling the data."""
-    import json
-    import subprocess
-    import sys
-    env = dict(os.environ, TIMEPROBE_NOTEBOOK_SMALL="1" if small else "0")
-    cmd = [sys.executable, __file__, "--measure", "exact" if ps is None else str(r)]
-    if seam_path:
-        cmd += ["--seam", str(seam_path)]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["working_mib"]
+def gather_offsets(model, small=True):
+    """Horizontal half-offsets (m) of the gathers: ±200 m (small) or ±500 m in steps of 2 dx."""
+    dx = model.spacing[0]
+    hmax = 200.0 if small else 500.0
+    return 2 * dx * np.arange(-int(hmax // (2 * dx)), int(hmax // (2 * dx)) + 1)
 
 
-def run(small=True, seam_path=None, r=64, seed=0, measure=True):
-    """Migrate reflection data with exact and probed ISIC; returns a dict of results.
+def map_large_arrays():
+    """Make glibc map every allocation above 128 KiB on its own and return it to the system when
+    freed (``mallopt(M_MMAP_THRESHOLD)``), so that the resident size follows the live arrays and
+    :func:`measured` sees each run's own memory, not the heap left by earlier ones. False where
+    unavailable (not glibc)."""
+    import ctypes
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(-3, 131072))  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
 
-    ``measure``: also measure each migration's peak-memory increase in its own subprocess.
+
+def _resident_mib():
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) / 1024.0 for line in f if line.startswith("VmRSS"))
+    except (OSError, StopIteration):
+        return None
+
+
+def measured(fn):
+    """``(result, seconds, MiB)`` of one call of ``fn``: wall time and the increase of the peak
+    resident memory over the resident size before it (None where the peak cannot be reset)."""
+    import ctypes
+    import gc
+    import time
+    from timeprobe.io import reset_peak_memory
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    ok = reset_peak_memory()
+    base = _resident_mib()
+    t0 = time.perf_counter()
+    out = fn()
+    sec = time.perf_counter() - t0
+    return out, sec, (peak_memory_mb() - base if ok and base is not None else None)
+
+
+def focusing(gathers, offsets, water_depth, spacing):
+    """``E(h = 0) / mean E(h ≠ 0)`` of the gathers (n_offsets, nx, nz) below the sea floor: large
+    when the energy focuses at zero offset (a correct velocity)."""
+    iz = int(np.ceil(water_depth / spacing)) + 2
+    e = np.sum(np.asarray(gathers, np.float64)[:, :, iz:] ** 2, axis=(1, 2))
+    h = np.asarray(offsets)
+    return float(e[h == 0][0] / e[h != 0].mean())
+
+
+def water_depth_of(model):
+    """Depth (m) of the first grid row below the water (vp > 1.51 km/s everywhere)."""
+    return model.spacing[-1] * int(np.argmax(model.vp.min(axis=0) > 1.51))
+
+
+def plain_run(model0, q, dd):
+    """A plain forward + adjoint of every shot (no storage, no imaging): the time reference."""
+    from timeprobe.geometry import computational_axis, from_computational_adjoint, to_computational
+    from timeprobe.propagators import run_adjoint, run_forward
+    dt, nt = computational_axis(model0, q.geometry, dd.geometry)
+    for i in range(q.nshots):
+        wc = to_computational(q.arrays[i], q.geometry[i], dt, nt)
+        run_forward(model0, q.geometry.coordinates[i], wc, dd.geometry.coordinates[i], dt, nt)
+        rc = from_computational_adjoint(dd.arrays[i], dd.geometry[i], dt, nt)
+        run_adjoint(model0, dd.geometry.coordinates[i], rc, dt, nt)
+
+
+def run(small=True, seam_path=None, r=64, seed=0, measure=True, slow=0.9):
+    """Migrate reflection data with exact and probed ISIC, and compute ISIC offset gathers at the
+    right velocity (exact and probed) and at a ``slow`` × too slow one (probed); returns a dict.
+
+    Every configuration runs once (code generation, compilation), then once more for its wall
+    time and (``measure``) its peak-memory increase in this process (:func:`measured`).
     """
-    model, model0, q, rec, dd = reflection_case(small, seam_path)
+    mapped = map_large_arrays() if measure else False
+    model, model0, q, rec, dd, d = reflection_case(small, seam_path)
     from timeprobe.propagators import computational_axis
     dt, nt = computational_axis(model0, q.geometry, rec)
     r = min(r, nt)
-    exact, lam = tp.rtm(model0, q, dd, ps=None, ic="isic", progress=False)
-    probed, _ = tp.rtm(model0, q, dd, ps=r, ic="isic", seed=seed, progress=False)
+    offsets = gather_offsets(model0, small)
+    wrong = model0.with_m(model0.m / slow ** 2)
+
+    def gathers(m, ps):
+        return tp.gathers(m, q, dd, ps=ps, offsets=offsets, ic="isic", seed=seed, illumination=False,
+                          probe_data=d).image[0]
+    jobs = {"image, exact": lambda: tp.rtm(model0, q, dd, ps=None, ic="isic", progress=False),
+            "image, probed": lambda: tp.rtm(model0, q, dd, ps=r, ic="isic", seed=seed, probe_data=d,
+                                            progress=False),
+            "plain forward + adjoint": lambda: plain_run(model0, q, dd),
+            "exact, right velocity": lambda: gathers(model0, None),
+            "probed, right velocity": lambda: gathers(model0, r),
+            "probed, wrong velocity": lambda: gathers(wrong, r)}
+    res, seconds, mib = {}, {}, {}
+    for name, fn in jobs.items():
+        if name != "probed, wrong velocity":  # (it reuses the right velocity's operators)
+            fn()
+        res[name], seconds[name], mib[name] = measured(fn)
+    exact, lam = res["image, exact"]
+    probed = res["image, probed"][0]
     N = int(np.prod(model.shape_padded))
     rel = float(np.linalg.norm(probed - exact) / np.linalg.norm(exact))
     out = dict(model=model, model0=model0, exact=exact, probed=probed, illum=lam, nt=nt, r=r, N=N,
                rel_error=rel, bytes_exact=4 * (nt + 1) * N, bytes_probed=4 * 2 * r * N,
                seam=bool(seam_path))
-    if measure:
-        out["measured_exact_mib"] = measured_memory(small, None, r, seam_path)
-        out["measured_probed_mib"] = measured_memory(small, r, r, seam_path)
+    names = ("exact, right velocity", "probed, right velocity", "probed, wrong velocity")
+    g = {name: res[name] for name in names}
+    e, p = g["exact, right velocity"], g["probed, right velocity"]
+    nimg = len(offsets) * int(np.prod(model.shape))
+    out["gathers"] = dict(
+        offsets=offsets, images=g, slow=slow,
+        seconds={name: seconds[name] for name in ("plain forward + adjoint",) + names},
+        cosine=float(np.dot(e.ravel(), p.ravel()) / (np.linalg.norm(e) * np.linalg.norm(p))),
+        focusing={name: focusing(a, offsets, water_depth_of(model), model.spacing[1]) for name, a in g.items()},
+        bytes_exact=4 * ((nt + 1) * N + nimg), bytes_probed=4 * (2 * r * N + nimg))
+    if measure and mapped:
+        out["measured_exact_mib"], out["measured_probed_mib"] = mib["image, exact"], mib["image, probed"]
+        out["gathers"]["measured_mib"] = {"exact": mib["exact, right velocity"],
+                                          "probed": mib["probed, right velocity"]}
     return out
-
-
-def _measure_child(ps, seam_path):
-    """Subprocess body of :func:`measured_memory`."""
-    import json
-    small = os.environ.get("TIMEPROBE_NOTEBOOK_SMALL", "1") == "1"
-    model, model0, q, rec, dd = reflection_case(small, seam_path)
-    base = peak_memory_mb()
-    tp.rtm(model0, q, dd, ps=ps, ic="isic", progress=False)
-    print(json.dumps(dict(working_mib=peak_memory_mb() - base)))
 
 
 if __name__ == "__main__":
@@ -138,21 +222,28 @@ if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import records
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--measure", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--seam", default=None)
     records.add_arguments(ap)
     a = ap.parse_args()
-    if a.measure:
-        _measure_child(None if a.measure == "exact" else int(a.measure), a.seam)
-        raise SystemExit
     out = run(small=os.environ.get("TIMEPROBE_NOTEBOOK_SMALL", "1") == "1", seam_path=a.seam)
     print(f"nt = {out['nt']}, r = {out['r']}, N = {out['N']}, relative image error = {out['rel_error']:.3f}")
     print(f"wavefield memory: exact {out['bytes_exact']/2**20:.1f} MiB, probed {out['bytes_probed']/2**20:.1f} MiB")
-    print(f"measured peak increase: exact {out['measured_exact_mib']:.1f} MiB, "
-          f"probed {out['measured_probed_mib']:.1f} MiB")
+    if "measured_exact_mib" in out:
+        print(f"measured peak increase: exact {out['measured_exact_mib']:.1f} MiB, "
+              f"probed {out['measured_probed_mib']:.1f} MiB")
+    g = out["gathers"]
+    for name, sec in g["seconds"].items():
+        print(f"{name:24s} {sec:7.2f} s")
+    print("focusing E(h=0)/mean E(h≠0):", {k: round(v, 2) for k, v in g["focusing"].items()})
+    if "measured_mib" in g:
+        mm = g["measured_mib"]
+        print(f"gathers memory: exact {mm['exact']:.1f} MiB, probed {mm['probed']:.1f} MiB")
     model = out["model"]
     records.record(a, "rtm_salt", dict(
         small=os.environ.get("TIMEPROBE_NOTEBOOK_SMALL", "1") == "1", seam=out["seam"], shape=model.shape,
         spacing=model.spacing, nbl=model.nbl, nt=out["nt"], r=out["r"], N=out["N"], ic="isic",
         rel_error=out["rel_error"], bytes_exact=out["bytes_exact"], bytes_probed=out["bytes_probed"],
-        measured_exact_mib=out["measured_exact_mib"], measured_probed_mib=out["measured_probed_mib"]))
+        measured_exact_mib=out.get("measured_exact_mib"), measured_probed_mib=out.get("measured_probed_mib"),
+        gathers=dict(offsets=g["offsets"], slow=g["slow"], seconds=g["seconds"], cosine=g["cosine"],
+                     focusing=g["focusing"], bytes_exact=g["bytes_exact"], bytes_probed=g["bytes_probed"],
+                     measured_mib=g.get("measured_mib"))))

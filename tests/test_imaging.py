@@ -204,3 +204,4 @@ def test_notebook_executes_small():
                    resources={"metadata": {"path": str(root / "notebooks")}}).execute()
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "built-in synthetic salt model" in text and "relative difference" in text
+    assert "focusing" in text and "probed, wrong velocity" in text

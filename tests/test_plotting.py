@@ -279,3 +279,25 @@ def test_files_are_never_overwritten_unless_asked(pair, tmp_path):
     assert p.read_bytes() != before
     fig, _ = plotting.figure()
     assert plotting.save(fig, tmp_path / "noext") == tmp_path / "noext.png"
+
+
+def test_plot_gathers_panels_at_positions(pair, tmp_path):
+    """Common-image gathers: one offset panel per position, ticks at the positions (km), depth down."""
+    true, _ = pair
+    offsets = np.array([-100.0, -50.0, 0.0, 50.0, 100.0])
+    g = np.zeros((5,) + true.shape, np.float32)
+    g[2] = 1.0  # all energy at h = 0
+    fig = plotting.plot_gathers(g, true, positions=[1000.0, 2000.0, 3000.0], offsets=offsets, title="CIGs",
+                                path=tmp_path / "cig.png")
+    _png(tmp_path / "cig.png")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1.00", "2.00", "3.00"]
+    assert ax.get_ylim()[0] > ax.get_ylim()[1]  # depth down
+    strip = ax.get_images()[0].get_array()
+    assert strip.shape[1] == 3 * 5 + 2  # three panels of five offsets, one-column gaps
+    col = np.nan_to_num(np.asarray(strip)).sum(axis=0)
+    assert col[2] > 0 and col[0] == 0  # the h = 0 column of the first panel carries the energy
+    with pytest.raises(ValueError, match="inside the model"):
+        plotting.plot_gathers(g, true, positions=[1e6], offsets=offsets)
+    with pytest.raises(ValueError, match="offsets"):
+        plotting.plot_gathers(g, true)

@@ -42,7 +42,7 @@ _LAZY = {
     "born_adjoint": "propagators",
     "fwi_objective": "objectives", "jacobian_adjoint": "objectives",
     "rtm": "imaging", "lsrtm_objective": "imaging",
-    "gradient": "strategies",
+    "gradient": "strategies", "gathers": "imaging", "Gathers": "imaging",
     "design_probes": "probing", "ProbingOptions": "probing",
     "read_segy": "io", "write_segy": "io",
     "spg": "optimize", "lbfgsb": "optimize",

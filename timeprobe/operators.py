@@ -42,12 +42,16 @@ Equation builders (each written once, used by every factory):
   ``"isic"``: ``u·Δv + ∇u·∇v``);
 * :func:`probe_equations` — accumulation of ``Qᵀ`` applied to a field (ring buffer or per step),
   completed inside the time loop (no flush after it);
-* :func:`slot_equations` — every k-th field value into one of ``B`` slots (stored strategies).
+* :func:`slot_equations` — every k-th field value into one of ``B`` slots (stored strategies);
+* :func:`imaging_factors` — the imaging condition split into factors of each field
+  (``Σ_c a_c(u)·b_c(v)``), which the subsurface-offset / time-lag gathers correlate at shifted points.
 
 Factories (memoised on the :class:`~timeprobe.workspace.Workspace`, each configuration compiled
-once): :func:`forward_operator`, :func:`adjoint_operator`, :func:`derivatives_operator`, and the
+once): :func:`forward_operator`, :func:`adjoint_operator`, :func:`derivatives_operator`; the
 chunked pair of the stored (Nyquist, compressed, disk) strategies :func:`slot_forward_operator`,
-:func:`slot_adjoint_operator`.
+:func:`slot_adjoint_operator`; and for gathers :func:`gather_factors_operator` (probed: the imaging
+factors of a block of probe fields) and :func:`gather_adjoint_operator` (exact: the correlation in
+the adjoint's time loop).
 """
 from __future__ import annotations
 
@@ -57,13 +61,14 @@ import sympy
 from devito import ConditionalDimension, DefaultDimension, Eq, Function, Inc, TimeFunction, solve
 
 from .compat import floor_div
-from .probe_buffers import (buffered_slots, flush_time, inner_probe_axis, placeholder, probe_dims, probe_region,
-                            read_slot)
+from .probe_buffers import (buffered_slots, flush_time, gather_dims, gather_placeholder, image_domain,
+                            inner_probe_axis, placeholder, probe_dims, probe_region, read_slot)
 from .workspace import build_operator
 
 __all__ = ["wave_stencil", "propagation", "imaging_condition", "probe_equations", "IMAGING_EXPRESSIONS",
            "forward_operator", "adjoint_operator", "derivatives_operator", "snapshot_field", "slot_equations",
-           "snapshot_slots", "slot_gradient", "slot_forward_operator", "slot_adjoint_operator"]
+           "snapshot_slots", "slot_gradient", "slot_forward_operator", "slot_adjoint_operator",
+           "imaging_factors", "gather_factors_operator", "gather_adjoint_operator"]
 
 #: imaging conditions with a per-time-step expression (:func:`imaging_condition`)
 IMAGING_EXPRESSIONS = ("as", "isic")
@@ -120,6 +125,28 @@ def imaging_condition(ic, u, v, dims):
         return u * v.laplace + _grad_dot(u, v, dims)
     raise ValueError(f"no per-time-step expression for imaging condition {ic!r}; "
                      f"use one of {IMAGING_EXPRESSIONS}")
+
+
+def imaging_factors(ic, field, side, dims, probed=False):
+    """The imaging condition ``ic`` split into factors of one field: ``Σ_c a_c(u)·b_c(v)`` equals
+    :func:`imaging_condition` ``(ic, u, v)`` term by term.
+
+    ``side="u"`` (forward field): ``"as"``: ``[u]``; ``"isic"``: ``[u, ∂_1 u, …, ∂_d u]``.
+    ``side="v"`` (adjoint field): ``"as"``: ``[v̈]``; ``"isic"``: ``[Δv, ∂_1 v, …, ∂_d v]``.
+    ``probed``: ``field`` is a probe field ``v̄``, which for ``"as"`` already holds ``Qᵀv̈``
+    (the factor is then ``v̄`` itself). The derivatives are the propagators' stencils.
+    """
+    if ic not in IMAGING_EXPRESSIONS:
+        raise ValueError(f"no per-time-step expression for imaging condition {ic!r}; "
+                         f"use one of {IMAGING_EXPRESSIONS}")
+    grads = [getattr(field, "d" + d.name) for d in dims]
+    if side == "u":
+        return [field] + (grads if ic == "isic" else [])
+    if side != "v":
+        raise ValueError(f"side must be 'u' or 'v', got {side!r}")
+    if ic == "isic":
+        return [field.laplace] + grads
+    return [field if probed else field.dt2]
 
 
 def probe_equations(ws, expr, layout, adjoint):
@@ -354,3 +381,94 @@ def slot_adjoint_operator(ws, k, B, margin, record=False):
             eqs += slot_equations(ws, vdd, k, B, margin, name="vbuf")
         return build_operator(ws, eqs, "AdjointSlots")
     return ws.operator(("adjoint_slots", k, B, margin, record), make)
+
+
+# =========================================================================== gathers
+def _shifted(dims, axis, offset):
+    """Indices of the image points ``dims`` moved by ``offset`` points along ``axis``."""
+    out = list(dims)
+    out[axis] = out[axis] + offset
+    return out
+
+
+def _factor_equations(ws, glayout, out, lead, factors, subs=None, implicit_dims=()):
+    """``out[lead…, c, image point + pad] = factor_c`` (exact: written over the image's write
+    dimensions into the pad-extended buffers) or ``out[image point, c, probe]`` (probed: a block of
+    probes innermost, no extension)."""
+    dom = image_domain(ws, glayout.nbl)
+    if glayout.block:  # (*image, comp, block)
+        blk = gather_dims(ws, glayout)["gin"][0][-1]
+        return [Eq(out[tuple(dom.dimensions) + (c, blk)], dom.at(f, subs)) for c, f in enumerate(factors)]
+    index = tuple(_shifted(dom.write_dimensions, glayout.axis, glayout.pad))
+    return [Eq(out[tuple(lead) + (c,) + index], dom.at(f, subs, write=True), implicit_dims=implicit_dims)
+            for c, f in enumerate(factors)]
+
+
+def _correlation_terms(glayout, A, B, s, lead, space):
+    """``Σ_c A[lead, c, x − s]·B[c, x + s]`` at the image points ``space`` (``x ± s`` along the
+    offset axis of the pad-extended factor buffers)."""
+    ia = _shifted(space, glayout.axis, glayout.pad - s)
+    ib = _shifted(space, glayout.axis, glayout.pad + s)
+    return builtins.sum(A[tuple(lead) + (c,) + tuple(ia)] * B[(c,) + tuple(ib)] for c in range(glayout.ncomp))
+
+
+def gather_factors_operator(ws, glayout, ic, side):
+    """Probed gathers: the imaging factors (:func:`imaging_factors`, ``probed=True``) of a block
+    of probe fields ``gin`` (on the padded grid, zero outside the probe region), written at the
+    image points of ``gfu`` (``side="u"``) or ``gfv`` (``side="v"``), ``(*image, comp, block)``."""
+    def make():
+        gin = gather_placeholder(ws, "gin", glayout)
+        out = gather_placeholder(ws, "gf" + side, glayout)
+        eqs = _factor_equations(ws, glayout, out, (), imaging_factors(ic, gin, side, ws.space_dims, probed=True))
+        return build_operator(ws, eqs, "GatherFactors")
+    return ws.operator(("gather_factors", glayout, ic, side), make)
+
+
+def gather_adjoint_operator(ws, glayout, ic, gradient, lag_steps=(0,)):
+    """Adjoint modelling with exact subsurface-offset / time-lag gathers accumulated in the loop.
+
+    At every time step ``n`` of the adjoint run, for every lag ``L_l`` (time steps) and offset
+    ``h_j = s_j·Δ``:
+
+        ``gath[l, j, x] −= Σ_c a_c(u[n − L_l])(x − s_j)·b_c(v[n])(x + s_j)``
+
+    with the factors of :func:`imaging_factors` (``"as"``: ``u·v̈``; ``"isic"``: ``u Δv + ∇u·∇v``)
+    on the physical domain. ``gradient``: the forward field, ``("full", nsave)`` the stored
+    ``usave`` or ``("buffer",)`` the 3-level ``u`` recomputed alongside (checkpointing; the
+    adjoint field is then ``v``, and only ``lag_steps=(0,)``). A lag reads ``u[n − L]`` only
+    while ``0 ≤ n − L ≤ time_M``; outside, its factors keep the value they had, which is zero
+    (``u[0] = u[1] = 0``, and the buffers start at zero).
+    """
+    key = ("gather_adjoint", glayout, ic, gradient, tuple(lag_steps))
+
+    def make():
+        kind = gradient[0]
+        if kind not in ("full", "buffer"):
+            raise ValueError(f"unknown gradient source {gradient!r}")
+        if kind == "buffer" and tuple(lag_steps) != (0,):
+            raise ValueError("time lags need the stored forward field (gradient=('full', nsave))")
+        v = ws.field("v" if kind == "buffer" else "u")
+        u = ws.field("usave", save=gradient[1]) if kind == "full" else ws.field("u")
+        eqs = propagation(ws, v, forward=False, inject="rec", sample=None)
+        A, B, G = (gather_placeholder(ws, n, glayout) for n in ("gfu", "gfv", "gath"))
+        time = ws.time_dim
+        for lag, L in enumerate(lag_steps):
+            guard = ()
+            if L:
+                guard = (ConditionalDimension(name=f"lagc{lag}", parent=time, condition=sympy.And(
+                    sympy.Ge(time - L, 0), sympy.Le(time - L, time.symbolic_max))),)
+            # u[n − L], its index clamped into the stored range: the guard skips those steps, but
+            # Devito checks every access's bounds against the whole loop before it runs
+            shifted = None
+            if L:
+                shifted = {time: sympy.Max(time - L, 0) if L > 0 else sympy.Min(time - L, time.symbolic_max)}
+            eqs += _factor_equations(ws, glayout, A, (lag,), imaging_factors(ic, u, "u", ws.space_dims),
+                                     subs=shifted, implicit_dims=guard)
+        eqs += _factor_equations(ws, glayout, B, (), imaging_factors(ic, v, "v", ws.space_dims))
+        space = image_domain(ws, glayout.nbl).dimensions
+        for lag in range(len(lag_steps)):
+            # implicit time: the factors carry no time index, and the correlation must run every step
+            eqs += [Inc(G[(lag, j) + tuple(space)], -_correlation_terms(glayout, A, B, s, (lag,), space),
+                        implicit_dims=(time,)) for j, s in enumerate(glayout.shifts)]
+        return build_operator(ws, eqs, "GatherAdjoint")
+    return ws.operator(key, make)

@@ -24,7 +24,7 @@ import numpy as np
 
 __all__ = ["figure", "save", "plot_model", "plot_models", "plot_profiles", "plot_image", "plot_gradient",
            "plot_slices", "plot_shot", "plot_acquisition", "plot_convergence", "plot_accuracy", "plot_pareto",
-           "pareto_front"]
+           "pareto_front", "plot_gathers"]
 
 KM = 1e-3                 # m -> km
 VELOCITY_CMAP = "turbo"
@@ -265,6 +265,57 @@ def plot_image(image, grid, origin=None, ax=None, path=None, title=None, clip=98
     im = _section(ax, a, spacing, origin, cmap, -vmax, vmax, title=title)
     if colorbar:
         fig.colorbar(im, ax=ax, label=label)
+    return _finish(fig, path, overwrite)
+
+
+def plot_gathers(gathers, grid, positions=None, offsets=None, lag=0, ax=None, path=None, title=None, clip=98.0,
+                 vmax=None, cmap="gray", figsize=None, overwrite=False):
+    """Common-image gathers of a 2D model side by side: offset × depth panels at lateral positions.
+
+    ``gathers``: a :class:`timeprobe.imaging.Gathers` (its ``image[lag]``, offsets and axis) or an
+    array (n_offsets, nx, nz) with ``offsets`` (m). ``positions``: the x positions (m) of the
+    gathers (default: 6 evenly spread). Each panel spans the offsets (h from −h_max on the left);
+    the x axis is labelled with the panel positions (km). Focused energy (a correct velocity)
+    sits at h = 0 in every panel.
+    """
+    image = getattr(gathers, "image", None)
+    if image is not None:
+        a, offsets = np.asarray(image)[lag], np.asarray(gathers.offsets, dtype=np.float64)
+    else:
+        a = np.asarray(gathers)
+        if offsets is None:
+            raise ValueError("offsets (m) are required with a gathers array")
+        offsets = np.asarray(offsets, dtype=np.float64)
+    a = _array(a, (3,), "gathers (n_offsets, nx, nz)")
+    if len(offsets) != a.shape[0]:
+        raise ValueError(f"{len(offsets)} offsets for {a.shape[0]} gather panels")
+    spacing, origin = _grid(grid, 2, None)
+    nx = a.shape[1]
+    if positions is None:
+        idx = np.linspace(0, nx - 1, 8)[1:-1].round().astype(int)
+    else:
+        idx = np.rint((np.asarray(positions, dtype=np.float64) - origin[0]) / spacing[0]).astype(int)
+        if np.any((idx < 0) | (idx >= nx)):
+            raise ValueError(f"positions must lie inside the model's x range, got {list(positions)}")
+    order = np.argsort(offsets)
+    gap = max(1, a.shape[0] // 8)
+    panels = []
+    for i in idx:
+        panels += [a[order, i, :], np.full((gap, a.shape[2]), np.nan)]
+    strip = np.concatenate(panels[:-1], axis=0)
+    vmax = _symmetric_limit(a[:, idx, :], clip) if vmax is None else float(vmax)
+    fig, (ax,) = _axes(ax, figsize=figsize or (9.0, 3.4))
+    z0, z1 = _edges(a.shape[2], spacing[1], origin[1])
+    ax.imshow(strip.T, extent=(0, strip.shape[0], z1, z0), cmap=cmap, vmin=-vmax, vmax=vmax, aspect="auto",
+              interpolation="nearest")
+    centres = [k * (a.shape[0] + gap) + a.shape[0] / 2 for k in range(len(idx))]
+    ax.set_xticks(centres)
+    ax.set_xticklabels([f"{(origin[0] + i * spacing[0]) * KM:.2f}" for i in idx])
+    ax.set_xlabel(f"gather position x (km); each panel: offset {offsets.min() * KM:+.2f} … "
+                  f"{offsets.max() * KM:+.2f} km")
+    ax.set_ylabel("depth (km)")
+    if title:
+        ax.set_title(title)
     return _finish(fig, path, overwrite)
 
 

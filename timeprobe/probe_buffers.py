@@ -41,6 +41,9 @@ are built in :mod:`timeprobe.operators`, the probe vectors designed in :mod:`tim
   (:func:`new_buffer`): ``np.zeros`` maps zero pages, where Devito's own allocation would
   zero-fill through its ``Data`` indexing machinery (tens of ms per gradient). They start on a
   64-byte boundary (:func:`aligned_zeros`; a large numpy array starts 16 bytes into a page).
+* **Gathers** (:class:`GatherLayout`): the image domain (the physical domain, with dimensions of
+  its own), the imaging-factor buffers (extended by zeros along the offset axis for the exact,
+  per-time-step correlation; blocks of probes for the probed one) and the gathers array.
 """
 from __future__ import annotations
 
@@ -56,7 +59,8 @@ __all__ = ["ProbeLayout", "probe_layout", "probe_margin", "region_margin", "regi
            "region_shape", "PROBE_ALIGN", "ProbeRegion", "GridRegion", "probe_region",
            "probe_dims", "inner_probe_axis", "swap_probe_axis", "placeholder", "flush_time",
            "buffered_slots", "read_slot", "ring_slots", "new_buffer", "buffer_view", "aligned_zeros",
-           "TIME_INDEXED", "FLUSH_TIME", "BUFFER_ALIGN"]
+           "TIME_INDEXED", "FLUSH_TIME", "BUFFER_ALIGN", "GatherLayout", "ImageDomain",
+           "image_domain", "extended_dims", "gather_dims", "gather_placeholder", "new_gather_buffer"]
 
 #: probe arrays indexed by time (their first axis has the run's length, not the placeholder's)
 TIME_INDEXED = ("Qt", "Qblk")
@@ -322,3 +326,125 @@ def buffer_view(ws, name, layout, buffer):
         shape = ph.shape_global
     return Function(name=name, dimensions=ph.dimensions, shape=shape, space_order=0,
                     dtype=ws.dtype, **grid, **wrap_array(view))
+
+
+# =========================================================================== gathers
+# Subsurface-offset and time-lag gathers (timeprobe.imaging.gathers) correlate *imaging factors*
+# of the two fields (``a_c`` of u, ``b_c`` of v, with Σ_c a_c·b_c the imaging condition) at
+# points shifted by ±h along one axis; the factors and the gathers live on the physical domain
+# (the factors are zero outside it). The exact, per-time-step correlation reads factor buffers
+# extended by ``pad = max|s|`` zero points on both sides of the offset axis, so that one loop nest
+# reads every shift in bounds. The probed correlation (batched BLAS, in timeprobe.imaging) takes
+# a block of probes at a time: its factor buffers are (*image, comp, block), probes innermost.
+
+
+class GatherLayout(NamedTuple):
+    """The operator configuration of a gathers run (what the compiled code depends on)."""
+    axis: int        # spatial axis of the offsets (0: x, …, dim − 1: z)
+    shifts: tuple    # grid shifts s_j of the offsets h_j = s_j·spacing[axis]
+    ncomp: int       # imaging factors per side (1: "as"; 1 + dim: "isic")
+    nlag: int        # lags per operator run (exact in-loop gathers); 1 for the probed ones
+    block: int       # probes per factor block (probed); 0: exact
+    nbl: int         # absorbing points on every side: the image is the physical domain
+
+    @property
+    def pad(self):
+        return max(abs(int(s)) for s in self.shifts)
+
+
+class ImageDomain:
+    """The physical domain ``[nbl, n − nbl)`` of the padded grid, with dimensions of its own
+    (images, gathers and imaging factors live there)."""
+
+    def __init__(self, ws, nbl):
+        self.t = nbl
+        self.grid_dimensions = ws.space_dims
+        self.shape = tuple(n - 2 * nbl for n in ws.shape)
+        self.dimensions = tuple(DefaultDimension(name=f"{d.name}i", default_value=n)
+                                for d, n in zip(ws.space_dims, self.shape))
+        # the same points, looped over when the exact correlation's factors are written:
+        # distinct loop dimensions keep the correlation of the shifted factors in a loop nest of
+        # its own, after theirs (Devito fuses nests over the same dimensions even when a
+        # statement reads what a later iteration writes)
+        self.write_dimensions = tuple(DefaultDimension(name=f"{d.name}w", default_value=n)
+                                      for d, n in zip(ws.space_dims, self.shape))
+
+    def at(self, expr, subs=None, write=False):
+        """``expr`` (grid fields and derivatives) evaluated at the image points, indexed by
+        :attr:`dimensions` (or :attr:`write_dimensions`), after the extra substitutions ``subs``
+        (e.g. a time shift)."""
+        e = expr.evaluate
+        if subs:
+            e = e.subs(subs)
+        dims = self.write_dimensions if write else self.dimensions
+        return e.subs({d: di + self.t for d, di in zip(self.grid_dimensions, dims)})
+
+
+def image_domain(ws, nbl):
+    """The :class:`ImageDomain` of ``nbl`` absorbing points, one object per workspace."""
+    return ws.cached(("image", nbl), lambda: ImageDomain(ws, nbl))
+
+
+def _dim(ws, name, size):
+    return ws.cached(("dim", name, size), lambda: DefaultDimension(name=name, default_value=size))
+
+
+def extended_dims(ws, glayout):
+    """The image dimensions with the offset axis replaced by its ``pad``-extended version, and
+    their sizes."""
+    dom = image_domain(ws, glayout.nbl)
+    dims, shape = list(dom.dimensions), list(dom.shape)
+    a = glayout.axis
+    shape[a] += 2 * glayout.pad
+    dims[a] = _dim(ws, ws.space_dims[a].name + "e", shape[a])
+    return tuple(dims), tuple(shape)
+
+
+def gather_dims(ws, glayout):
+    """``{name: (dimensions, shape)}`` of the gathers placeholders (:func:`gather_placeholder`)."""
+    dom = image_domain(ws, glayout.nbl)
+    nlag, nh, nc = glayout.nlag, len(glayout.shifts), glayout.ncomp
+    lag, hoff, comp = _dim(ws, "lag", nlag), _dim(ws, "hoff", nh), _dim(ws, "comp", nc)
+    out = {"gath": ((lag, hoff) + dom.dimensions, (nlag, nh) + dom.shape)}
+    if glayout.block:
+        blk = _dim(ws, "blk", glayout.block)
+        factors = (dom.dimensions + (comp, blk), dom.shape + (nc, glayout.block))
+        out.update(gfu=factors, gfv=factors, gin=(ws.space_dims + (blk,), ws.shape + (glayout.block,)))
+    else:
+        ext, ext_shape = extended_dims(ws, glayout)
+        out.update(gfu=((lag, comp) + ext, (nlag, nc) + ext_shape), gfv=((comp,) + ext, (nc,) + ext_shape))
+    return out
+
+
+def gather_placeholder(ws, name, glayout):
+    """The placeholder ``Function`` ``name`` of the gathers operators built for ``glayout``.
+
+    Names: ``gath`` (lag, offset, *image dims: the exact gathers), ``gfu``/``gfv`` (the imaging
+    factors of u and v: exact ``(lag, comp, *extended image)`` / ``(comp, *extended image)``;
+    probed ``(*image, comp, block)``), ``gin`` (probed: a block of probe fields on the padded
+    grid, ``(*grid, block)`` with the stencil halo, whose derivatives give the factors).
+    """
+    dims, shape = gather_dims(ws, glayout)[name]
+
+    def make():
+        if name == "gin":
+            return Function(name=name, grid=ws.grid, dimensions=dims, shape=shape,
+                            space_order=ws.space_order, dtype=ws.dtype)
+        return Function(name=name, dimensions=dims, shape=shape, space_order=0, dtype=ws.dtype)
+    return ws.cached(("gather", name, tuple(id(d) for d in dims)), make)
+
+
+def new_gather_buffer(ws, name, glayout, buffer=None):
+    """A fresh Function like the gathers placeholder ``name``, on ``buffer`` (C-contiguous, the
+    placeholder's shape; no copy) or on zeros. ``gin`` has the stencil halo: Devito allocates it."""
+    ph = gather_placeholder(ws, name, glayout)
+    if name == "gin":
+        return Function(name=name, grid=ws.grid, dimensions=ph.dimensions, shape=ph.shape,
+                        space_order=ws.space_order, dtype=ws.dtype)
+    if buffer is None:
+        buffer = np.zeros(ph.shape, dtype=ws.dtype)
+    if buffer.shape != ph.shape or buffer.dtype != ws.dtype:
+        raise ValueError(f"gathers buffer {name!r} must be {np.dtype(ws.dtype).name} {ph.shape}, "
+                         f"got {buffer.dtype} {buffer.shape}")
+    return Function(name=name, dimensions=ph.dimensions, shape=ph.shape, space_order=0, dtype=ws.dtype,
+                    **wrap_array(buffer))
