@@ -125,6 +125,7 @@ from bench_harness import (CACHE, MIB, ROOT, cache_path, cached_record, cosine, 
 import records  # noqa: E402
 
 import timeprobe as tp  # noqa: E402
+from timeprobe.budget import gradient_sizes  # noqa: E402
 from timeprobe.geometry import resampling_operator  # noqa: E402
 from timeprobe.geometry import computational_axis  # noqa: E402
 from timeprobe.probing import default_subsample  # noqa: E402
@@ -336,7 +337,33 @@ def peer_configs(n_steps, k, rs=(32, 64)):
     cfgs += [dict(name="tp_plain", engine="timeprobe", opts=dict(plain=True)),
              dict(name="tp_exact", engine="timeprobe", opts={})]
     cfgs += [dict(name=f"tp_probe_r{r}", engine="timeprobe", opts=dict(ps=r, seed=0)) for r in rs]
+    cfgs += [dict(name=f"tp_{st}", engine="timeprobe", opts=dict(storage=st))
+             for st in ("nyquist", "nyquist16", "nyquist8", "disk8")]
     return cfgs
+
+
+#: Deepwave rows whose measured working memory becomes a timeprobe budget (``tp_budget@<row>``)
+LOW_MEMORY = ("dw_8bit", "dw_nyq", "dw_8bit_nyq", "dw_disk", "dw_ckpt")
+
+
+def budget_configs(rows, sizes):
+    """``tp_budget@<dw row>``: ``fwi_objective(budget_mb=W)`` with ``W`` the working memory measured
+    for each low-memory Deepwave row (issue #14 goal 5: at the peer's memory, timeprobe's autopilot);
+    ``(configs, skipped)`` — a budget below every timeprobe strategy is reported, not run."""
+    from timeprobe.budget import plan
+    cfgs, skipped = [], {}
+    for name, row in rows.items():
+        w = row.get("working_mb")
+        if row["cfg"]["engine"] != "deepwave" or w is None or not name.startswith(LOW_MEMORY):
+            continue
+        try:
+            chosen = plan(sizes, w)
+        except ValueError as e:
+            skipped[f"tp_budget@{name}"] = dict(budget_mb=w, reason=str(e))
+            continue
+        cfgs.append(dict(name=f"tp_budget@{name}", engine="timeprobe", opts=dict(budget_mb=w, seed=0),
+                         peer=name, planned=[chosen.strategy, chosen.ps]))
+    return cfgs, skipped
 
 
 def deepwave_memory_model(opts, shape_dw, nt_run, state_bytes=0):
@@ -487,20 +514,33 @@ def part_peers(cases, r=32, repeats=2, tmp=None, storage_path=None, names=None, 
                     or c["name"] in ("dw_plain", "dw_exact", "tp_plain", "tp_exact")]
         shape_dw = dws.shape_propagated
         rows = {}
-        for cfg in cfgs:
-            print("peers", case, f"{t:g}", cfg["name"], flush=True)
-            gpath = str(Path(tmp) / f"g_{s.key}_{cfg['name']}.npy")
-            t0 = time.time()
-            try:
-                row = in_subprocess(worker, dict(case=case, t=t, cfg=cfg, gpath=gpath, repeats=repeats,
-                                                 storage_path=storage_path, nbl=nbl))
-                row["process_s"] = time.time() - t0
-            except RuntimeError as e:  # recorded (and reported at the end); the other rows still run
-                print(e, file=sys.stderr, flush=True)
-                row = dict(error=str(e)[-3000:])
-            row["gpath"] = gpath if os.path.exists(gpath) else None
-            row["cfg"] = cfg
-            rows[cfg["name"]] = row
+
+        def run_configs(cfgs):
+            for cfg in cfgs:
+                print("peers", case, f"{t:g}", cfg["name"], flush=True)
+                gpath = str(Path(tmp) / f"g_{s.key}_{cfg['name']}.npy")
+                t0 = time.time()
+                try:
+                    row = in_subprocess(worker, dict(case=case, t=t, cfg=cfg, gpath=gpath, repeats=repeats,
+                                                     storage_path=storage_path, nbl=nbl))
+                    row["process_s"] = time.time() - t0
+                except RuntimeError as e:  # recorded (and reported at the end); the other rows still run
+                    print(e, file=sys.stderr, flush=True)
+                    row = dict(error=str(e)[-3000:])
+                row["gpath"] = gpath if os.path.exists(gpath) else None
+                row["cfg"] = cfg
+                rows[cfg["name"]] = row
+
+        run_configs(cfgs)
+        for row in rows.values():  # the Deepwave rows' working memory sets the budgets of the autopilot rows
+            if "error" not in row and row.get("base_mb") is not None:
+                row["working_mb"] = row["peak_mb"] - row["base_mb"]
+        skipped = {}
+        if not names or any("tp_budget".startswith(p) or p.startswith("tp_budget") for p in names):
+            model0, q0, d0 = setup(case, t, nbl)
+            bcfgs, skipped = budget_configs(rows, gradient_sizes(model0, q0, d0))
+            del model0, q0, d0
+            run_configs(bcfgs)
         mask = score_mask(s.model0.shape, s.water_rows)
         load = lambda n: np.load(rows[n]["gpath"]) if n in rows and rows[n].get("gpath") else None  # noqa: E731
         g_dw, g_tp = load("dw_exact"), load("tp_exact")
@@ -542,7 +582,13 @@ def part_peers(cases, r=32, repeats=2, tmp=None, storage_path=None, names=None, 
                     water_rows=s.water_rows, courant_number=dws.courant, accuracy=ACCURACY,
                     storage_path=storage_path, score="cosines on the physical domain below the water rows, "
                     "outermost ring of cells excluded")
+        for name, row in rows.items():  # the autopilot against the Deepwave row whose memory it was given
+            peer = rows.get(row["cfg"].get("peer") or "")
+            if peer and "error" not in row and "error" not in peer:
+                row.update(peer_wall_s=peer["wall_s"], peer_working_mb=peer.get("working_mb"),
+                           peer_cos_own=peer.get("cos_own"), speedup_vs_peer=peer["wall_s"] / row["wall_s"])
         info.update(data_agreement(s) or {})
+        info["budget_skipped"] = skipped
         fd, ft = rows["dw_exact"].get("f"), rows["tp_exact"].get("f")
         info["misfit_ratio_dw_tp"] = fd / ft if fd and ft else None
         out[f"{case}:{t:g}" + (f":nbl{nbl}" if nbl is not None else "")] = dict(info=info, rows=rows, wall_s=time.time() - t_case,
@@ -584,6 +630,21 @@ def markdown(peers, header):
                          f"{'baseline' if row['cfg']['opts'].get('plain') else fmt(row.get('working_mb'), '.1f')} | "
                          f"{exp} | {fmt(row.get('deepwave_estimate_mb'), '.1f')} | {fmt(row.get('cos_own'), '.6f')} | "
                          f"{fmt(row.get('cos_tp_exact'), '.6f')} |")
+        budget = [(n, r) for n, r in rows.items() if n.startswith("tp_budget@") and "error" not in r]
+        if budget or info.get("budget_skipped"):
+            lines += ["", "At the working memory of each low-memory Deepwave configuration, timeprobe's "
+                      "autopilot (`fwi_objective(budget_mb=W)`, W = that row's measured working memory):", "",
+                      "| Deepwave row | its memory (MiB) | its cos | its time (s) | timeprobe's choice | "
+                      "memory (MiB) | cos | time (s) | speed-up |", "|---|---|---|---|---|---|---|---|---|"]
+            for n, r in budget:
+                st, ps = r["cfg"].get("planned", [None, None])
+                lines.append(f"| {r['cfg']['peer']} | {fmt(r.get('peer_working_mb'), '.1f')} | "
+                             f"{fmt(r.get('peer_cos_own'), '.6f')} | {fmt(r.get('peer_wall_s'), '.3g')} | "
+                             f"{st}{'' if ps is None else f' r={ps}'} | {fmt(r.get('working_mb'), '.1f')} | "
+                             f"{fmt(r.get('cos_own'), '.6f')} | {r['wall_s']:.3g} | "
+                             f"{fmt(r.get('speedup_vs_peer'), '.2f')}× |")
+            for n, sk in (info.get("budget_skipped") or {}).items():
+                lines.append(f"| {n.split('@', 1)[1]} | {sk['budget_mb']:.1f} | | | nothing fits | | | | |")
         lines += ["", "Working memory: peak RSS of the timed runs − peak RSS of plain modelling by the same engine "
                   "in the same process (peak mark reset before each; one warm-up run first). Memory model: "
                   "`peers.deepwave_memory_model` (Deepwave's history and staging buffers); Deepwave's estimate: "

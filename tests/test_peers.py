@@ -136,7 +136,7 @@ def test_peers_harness_quick(tmp_path):
     import records
     n_records = len(records.read())
     proc = subprocess.run([sys.executable, str(SCRIPTS / "peers.py"), "--quick", "--cases", "layered2d_41_31:600",
-                           "--only", "dw_8bit", "dw_disk_nyq", "dw_ckpt", "--out", str(out)],
+                           "--only", "dw_8bit", "dw_disk_nyq", "dw_ckpt", "tp_nyquist8", "tp_budget", "--out", str(out)],
                           env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert len(records.read()) == n_records  # a --quick run is never recorded
@@ -158,5 +158,14 @@ def test_peers_harness_quick(tmp_path):
         if name.startswith("dw_") and name != "dw_plain":
             assert row["cos_own"] > 0.999 and row["cos_tp_exact"] > 0.999, name
     assert info["cos_data"] > 0.9999 and info["misfit_ratio_dw_tp"] == pytest.approx(1.0, abs=1e-3)
+    assert rows["tp_nyquist8"]["cos_own"] > 0.999
+    # the autopilot at each low-memory Deepwave row's measured memory: run, or reported as not fitting
+    budget = {n.split("@", 1)[1] for n in rows if n.startswith("tp_budget@")} | {
+        n.split("@", 1)[1] for n in info["budget_skipped"]}
+    assert {"dw_8bit", f"dw_8bit_nyq_k{k}", f"dw_disk_nyq_k{k}"} <= budget
+    for name, row in rows.items():
+        if name.startswith("tp_budget@"):
+            assert row["cfg"]["opts"]["budget_mb"] == pytest.approx(rows[row["cfg"]["peer"]]["working_mb"])
+            assert row["speedup_vs_peer"] > 0 and row["cos_own"] > 0.5
     md = out.with_suffix(".md").read_text()
-    assert md.count("| dw_") >= 5 and "cos timeprobe exact" in md
+    assert md.count("| dw_") >= 5 and "cos timeprobe exact" in md and "timeprobe's choice" in md
