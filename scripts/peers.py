@@ -346,22 +346,26 @@ def peer_configs(n_steps, k, rs=(32, 64)):
 LOW_MEMORY = ("dw_8bit", "dw_nyq", "dw_8bit_nyq", "dw_disk", "dw_ckpt")
 
 
-def budget_configs(rows, sizes):
+def budget_configs(rows, sizes, disk_path=None):
     """``tp_budget@<dw row>``: ``fwi_objective(budget_mb=W)`` with ``W`` the working memory measured
     for each low-memory Deepwave row (issue #14 goal 5: at the peer's memory, timeprobe's autopilot);
-    ``(configs, skipped)`` — a budget below every timeprobe strategy is reported, not run."""
+    the rows of Deepwave's disk mode let timeprobe use the disk too (``allow_disk``: ``disk_path``, or
+    the system's temporary folder). ``(configs, skipped)`` — a budget below every timeprobe strategy
+    is reported, not run."""
     from timeprobe.budget import plan
     cfgs, skipped = [], {}
     for name, row in rows.items():
         w = row.get("working_mb")
         if row["cfg"]["engine"] != "deepwave" or w is None or not name.startswith(LOW_MEMORY):
             continue
+        disk = (disk_path or True) if row["cfg"]["opts"].get("storage") == "disk" else False
         try:
-            chosen = plan(sizes, w)
+            chosen = plan(sizes, w, allow_disk=disk)
         except ValueError as e:
             skipped[f"tp_budget@{name}"] = dict(budget_mb=w, reason=str(e))
             continue
-        cfgs.append(dict(name=f"tp_budget@{name}", engine="timeprobe", opts=dict(budget_mb=w, seed=0),
+        cfgs.append(dict(name=f"tp_budget@{name}", engine="timeprobe",
+                         opts=dict(budget_mb=w, seed=0, **(dict(allow_disk=disk) if disk else {})),
                          peer=name, planned=[chosen.strategy, chosen.ps]))
     return cfgs, skipped
 
@@ -538,7 +542,8 @@ def part_peers(cases, r=32, repeats=2, tmp=None, storage_path=None, names=None, 
         skipped = {}
         if not names or any("tp_budget".startswith(p) or p.startswith("tp_budget") for p in names):
             model0, q0, d0 = setup(case, t, nbl)
-            bcfgs, skipped = budget_configs(rows, gradient_sizes(model0, q0, d0))
+            Path(storage_path).mkdir(parents=True, exist_ok=True)
+            bcfgs, skipped = budget_configs(rows, gradient_sizes(model0, q0, d0), storage_path)
             del model0, q0, d0
             run_configs(bcfgs)
         mask = score_mask(s.model0.shape, s.water_rows)

@@ -8,7 +8,7 @@ import pytest
 import timeprobe as tp
 from timeprobe.accuracy import cosine_estimate, edge_mask, sample_points, sampled_exact_gradient
 from timeprobe.probing import DEFAULT_BLOCK
-from timeprobe.budget import MIB, estimate_samples, gradient_sizes, plan, strategy_memory
+from timeprobe.budget import BASELINE_SLACK, FIXED_MARGIN, MIB, PAYLOAD_MARGIN, estimate_samples, gradient_sizes, plan, strategy_memory
 from timeprobe.storage import StorageOptions
 
 from conftest import layered_model
@@ -32,14 +32,26 @@ SIZES = dict(N=300 * 200, N_h=316 * 216, N_r=228 * 128, N_p=220 * 120, N_s=220 *
 
 # --------------------------------------------------------------------------- the plan (no propagation)
 def test_memory_formulas():
+    """predicted = 1.02·payload + 1 MiB + max(0, buffers + common − reused) (timeprobe.budget)."""
     s = SIZES
     common = 12 * s["N"] + 4 * s["N_p"] + 4 * s["traces"]
-    assert strategy_memory(s, "full") == common + 4 * 1501 * s["N_h"] + 4 * s["N"]
-    assert strategy_memory(s, "probe", ps=32) == common + 4 * (32 + DEFAULT_BLOCK + 1) * s["N_r"]
-    assert strategy_memory(s, "probe", ps=32, samples=100) == common + 4 * (32 + DEFAULT_BLOCK + 1) * s["N_r"] + 4 * 100 * (1501 + 150)
+    reused = 8 * s["traces"] + BASELINE_SLACK
+
+    def pred(payload, buffers, extra=0):
+        return int(PAYLOAD_MARGIN * payload) + FIXED_MARGIN + max(0, buffers + common - reused) + extra
+    B = DEFAULT_BLOCK
+    assert strategy_memory(s, "full") == pred(4 * 1501 * s["N_h"], 4 * s["N"])
+    assert strategy_memory(s, "probe", ps=32) == pred(4 * 32 * s["N_r"], 4 * (B + 1) * s["N_r"])
+    assert strategy_memory(s, "probe", ps=32, samples=100) == pred(4 * 32 * s["N_r"], 4 * (B + 1) * s["N_r"],
+                                                                   4 * 100 * (1501 + 150))
     nsnap, per8 = 150, s["N_p"] + 4 * 28 * 15
-    assert strategy_memory(s, "stored", storage=StorageOptions(bits=8)) == common + nsnap * per8 + 40 * s["N_s"]
-    assert strategy_memory(s, "stored", storage=StorageOptions(bits=8, where="disk")) == common + 8 * per8 + 40 * s["N_s"]
+    buf8 = 4 * 10 * s["N_s"] + 4 * s["N_s"]  # 8 slots, scratch, gradient, the codec's work array
+    assert strategy_memory(s, "stored", storage=StorageOptions(bits=8)) == pred(nsnap * per8, buf8)
+    assert strategy_memory(s, "stored", storage=StorageOptions(bits=8, where="disk")) == pred(8 * per8, buf8)
+    assert strategy_memory(s, "stored", storage=StorageOptions()) == pred(nsnap * 4 * s["N_p"], 4 * 10 * s["N_s"])
+    # plain modelling's trace buffers absorb the buffers of a record-dominated shot, not the payload
+    big = dict(s, traces=10 ** 8)
+    assert strategy_memory(big, "probe", ps=32) == int(PAYLOAD_MARGIN * 4 * 32 * s["N_r"]) + FIXED_MARGIN
     with pytest.raises(ValueError, match="unknown strategy"):
         strategy_memory(s, "revolve")
 
@@ -60,7 +72,9 @@ def test_plan_picks_the_most_accurate_that_fits():
     p = plan(SIZES, 4.0)
     assert strategy_memory(SIZES, "probe", ps=p.ps + 1) > 4.0 * MIB >= p.predicted_bytes
     # a smaller chunk before giving up a storage mode
-    p8 = plan(SIZES, (strategy_memory(SIZES, "stored", storage=StorageOptions(bits=8, chunk=2)) + 10) / MIB)
+    # (on a grid large enough that the slots are not absorbed by plain modelling's trace buffers)
+    big = dict(SIZES, N=2_400_000, N_h=2_600_000, N_r=2_000_000, N_p=2_000_000, N_s=2_000_000, shape=(2000, 1000))
+    p8 = plan(big, (strategy_memory(big, "stored", storage=StorageOptions(bits=8, chunk=2)) + 10) / MIB)
     assert p8.strategy == "nyquist8" and p8.storage.chunk == 2
 
 

@@ -1,18 +1,34 @@
 r"""The working-memory budget autopilot: which gradient strategy, and how large, fits a budget.
 
 Working memory is what a gradient holds beyond plain forward modelling (the quantity
-``scripts/benchmark_gradients.py`` measures: peak RSS of the gradient − peak RSS of plain forward
-modelling). Per shot, in bytes (float32 fields; sizes from :func:`gradient_sizes`)::
+``scripts/benchmark_gradients.py`` and ``scripts/peers.py`` measure: peak RSS of the gradient − peak
+RSS of plain forward modelling in the same process). Per shot, in bytes (float32 fields; sizes from
+:func:`gradient_sizes`)::
 
-    common      = 12·N + 4·N_p + 4·nt_d·nrec          objective's float64 sum and the shot's padded
+    predicted   = 1.02·payload + 1 MiB + max(0, buffers + common − reused)  (+ estimate)
+
+    payload     full        4·(nt + 1)·N_h            every snapshot with its halo
+                nyquist b   nsnap·nbytes_b            the encoded snapshots (timeprobe.storage.stored_memory)
+                disk b      B·nbytes_b                one chunk staged for the file
+                probe r     4·r·N_r                   r accumulators ū
+    buffers     full        4·N                       the image copy
+                stored      4·(B + 2)·N_s (+ 4·N_s    slots, scratch and gradient (+ the codec's work array)
+                            below 32 bit)
+                probe       4·(B_ring + 1)·N_r        the ring and the gradient
+    common      12·N + 4·N_p + 4·nt_d·nrec            objective's float64 sum and the shot's padded
                                                       gradient, the returned gradient, the residual
-    full        = common + 4·(nt + 1)·N_h + 4·N       every snapshot with its halo, the image copy
-    nyquist b   = common + nsnap·nbytes_b + 4·(B + 2)·N_s      (timeprobe.storage.stored_memory)
-    disk b      = common + B·nbytes_b + 4·(B + 2)·N_s
-    probe r     = common + 4·(r + B_ring + 1)·N_r      r accumulators ū, the ring, the gradient
-    + estimate  = 4·M·(nt + 1 + nsub)                 probing with ``return_info`` (timeprobe.accuracy);
+    reused      8·nt_d·nrec + 6.5 MiB                 what plain modelling already peaked with (its
+                                                      trace buffers and transients), reused by the gradient
+    estimate    4·M·(nt + 1 + nsub)                   probing with ``return_info`` (timeprobe.accuracy);
                                                       M ≤ 1000 points; under a budget at most a fifth
                                                       of it (none below 20 points)
+
+The ``reused`` term and the margins are calibrated on the shots of ``scripts/peers.py`` (2D
+Overthrust 801×207 at 3 s, 3D layered 61×61×41 at 1 s): there the measured working memory of every
+strategy was a payload plus a strategy-independent extra of about 1 MiB (2D, where plain modelling's
+trace buffers are large) or 30 MiB (3D, where the fields dominate), which this form reproduces; the
+previous sum of every term over-predicted by 10–17 MiB and made the autopilot choose probing where
+8-bit snapshots fit (history record of ``peers`` dated 2026-12-02T06:43:44Z).
 
 with ``N`` the padded grid, ``N_h`` the padded grid with the stencil halo, ``N_r`` the probe region
 and ``N_s`` the stored snapshots' region (both the padded grid with ``sum_padding=True``, the
@@ -45,7 +61,8 @@ from .probe_buffers import region_bounds, region_shape
 from .probing import DEFAULT_BLOCK, default_subsample
 from .storage import StorageOptions, stored_margin, stored_memory
 
-__all__ = ["Plan", "gradient_sizes", "strategy_memory", "plan", "estimate_samples", "MIB", "MIN_SAMPLES"]
+__all__ = ["Plan", "gradient_sizes", "strategy_memory", "plan", "estimate_samples", "MIB", "MIN_SAMPLES",
+           "BASELINE_SLACK", "PAYLOAD_MARGIN", "FIXED_MARGIN"]
 
 #: fewest points of a sampled accuracy estimate (below: none, ``accuracy`` None)
 MIN_SAMPLES = 20
@@ -78,6 +95,12 @@ def _nsub(nt, k):
     return (nt - 1) // k + 1
 
 
+#: plain forward modelling's own transients that a gradient reuses (beyond its trace buffers), bytes
+BASELINE_SLACK = int(6.5 * MIB)
+#: safety factor on the payload (allocator rounding, page granularity) and a fixed margin, bytes
+PAYLOAD_MARGIN, FIXED_MARGIN = 1.02, int(1 * MIB)
+
+
 def strategy_memory(sizes, strategy, ps=None, storage=None, samples=0, block=None):
     """Predicted working memory (bytes) of one shot's gradient (module docstring).
 
@@ -87,15 +110,20 @@ def strategy_memory(sizes, strategy, ps=None, storage=None, samples=0, block=Non
     s = sizes
     common = 12 * s["N"] + 4 * s["N_p"] + 4 * s["traces"]
     if strategy == "full":
-        return common + 4 * (s["nt"] + 1) * s["N_h"] + 4 * s["N"]
-    if strategy == "stored":
+        payload, buffers = 4 * (s["nt"] + 1) * s["N_h"], 4 * s["N"]
+    elif strategy == "stored":
         k = s["k"] if storage.subsample == "auto" else int(storage.subsample)
-        return common + stored_memory(storage, s["shape"], s["nt"], k)
-    if strategy == "probe":
+        B = min(storage.chunk, _nsub(s["nt"], k))
+        buffers = 4 * (B + 2) * s["N_s"] + (4 * s["N_s"] if storage.bits < 32 else 0)
+        payload = stored_memory(storage, s["shape"], s["nt"], k) - 4 * (B + 2) * s["N_s"]
+    elif strategy == "probe":
         B = block or DEFAULT_BLOCK
-        extra = sampling_memory(samples, s["nt"], _nsub(s["nt"], s["k"])) if samples else 0
-        return common + 4 * (ps + B + 1) * s["N_r"] + extra
-    raise ValueError(f"unknown strategy {strategy!r}")
+        payload, buffers = 4 * ps * s["N_r"], 4 * (B + 1) * s["N_r"]
+    else:
+        raise ValueError(f"unknown strategy {strategy!r}")
+    extra = sampling_memory(samples, s["nt"], _nsub(s["nt"], s["k"])) if strategy == "probe" and samples else 0
+    reused = 8 * s["traces"] + BASELINE_SLACK
+    return int(PAYLOAD_MARGIN * payload) + FIXED_MARGIN + max(0, buffers + common - reused) + extra
 
 
 @dataclass
@@ -172,14 +200,16 @@ def plan(sizes, budget_mb, allow_disk=False, samples=0, block=None, tile=None, s
                 break
     if found is None:
         nsub = _nsub(sizes["nt"], sizes["k"])
-        per = strategy_memory(sizes, "probe", ps=1, samples=samples, block=block) - 4 * sizes["N_r"]
-        r = int(min(nsub, (budget - per) // (4 * sizes["N_r"])))
+        fixed = strategy_memory(sizes, "probe", ps=0, samples=samples, block=block)
+        r = int(min(nsub, max(0, budget - fixed) // (PAYLOAD_MARGIN * 4 * sizes["N_r"])))
+        while r >= 1 and strategy_memory(sizes, "probe", ps=r, samples=samples, block=block) > budget:
+            r -= 1  # the rounding of the payload margin
         if r >= 1:
             found = consider(f"probe r={r}", strategy_memory(sizes, "probe", ps=r, samples=samples, block=block),
                              ps=r, samples=int(samples))
             found.strategy = "probe"
         else:
-            consider("probe r=1", per + 4 * sizes["N_r"])
+            consider("probe r=1", strategy_memory(sizes, "probe", ps=1, samples=samples, block=block))
     if found is None:
         need = min(c[1] for c in cands)
         raise ValueError(f"budget_mb={budget / MIB:g} MiB is below the smallest strategy's working memory "
