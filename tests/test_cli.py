@@ -93,6 +93,7 @@ def test_config_errors_name_the_key(segy, tmp_path, capsys, edit, message):
     (lambda t: re.sub(r"(?m)^origin = .*$", "origin = [300.0, 0.0]", t), r"lies outside the model.*\[model\] origin"),
     (lambda t: t.replace("gain_power = 0.0", "gain_power = 1.0"), r"\[preprocessing\] gain_power and normalize"),
     (lambda t: t.replace('wavelet = "estimate"', 'wavelet = "spike"'), r"\[source\] wavelet must be"),
+    (lambda t: t.replace("budget_mb = 0", "budget_mb = 50"), r"\[fwi\] budget_mb = 50 chooses the gradient itself"),
 ])
 def test_fwi_input_errors_leave_nothing_behind(segy, tmp_path, capsys, edit, message):
     rc, text, _ = run(["example-config", "fwi", "--data", segy, "--iterations", "1"], capsys)

@@ -121,7 +121,7 @@ def test_resume_refuses_other_settings(case, tmp_path):
 
 
 def test_gradient_options_reach_fwi_objective(case, monkeypatch):
-    """ps, mode, the per-iteration probe seed, the client and (when supported) budget_mb are passed through."""
+    """ps, mode, the per-iteration probe seed, the client and budget_mb are passed through."""
     true, init, q, d = case
     seen = []
 
@@ -132,16 +132,17 @@ def test_gradient_options_reach_fwi_objective(case, monkeypatch):
 
     monkeypatch.setattr(fwi_module, "fwi_objective", fake)
     tp.fwi(init, q, d, bands=None, iterations=1, batch=3, ps=4, mode="rademacher", seed=9, vmin=1.4, vmax=3.0,
-           water=5, client="tcp://nowhere:1", budget_mb=64, progress=False)
+           water=5, client="tcp://nowhere:1", progress=False)
     assert {s["ps"] for s in seen} == {4} and {s["mode"] for s in seen} == {"rademacher"}
-    assert {s["client"] for s in seen} == {"tcp://nowhere:1"} and {s["budget_mb"] for s in seen} == {64.0}
+    assert {s["client"] for s in seen} == {"tcp://nowhere:1"} and {s["budget_mb"] for s in seen} == {None}
     assert seen[0]["seed"] == [9, 0] and seen[-1]["shots"] == 3
     # the edges are fixed, so the physical part of the gradient is exact for every free point
     assert {s["sum_padding"] for s in seen} == {False}
-    monkeypatch.setattr(fwi_module, "fwi_objective", lambda model, q, d, ps=None, mode="QR", seed=None, *,
-                        client=None, sum_padding=True: (1.0, np.zeros(model.shape, np.float32)))
-    with pytest.raises(ValueError, match="budget_mb"):
-        tp.fwi(init, q, d, iterations=1, vmin=1.4, vmax=3.0, budget_mb=64, progress=False)
+    seen.clear()
+    tp.fwi(init, q, d, bands=None, iterations=1, batch=3, seed=9, vmin=1.4, vmax=3.0, budget_mb=64, progress=False)
+    assert {s["budget_mb"] for s in seen} == {64.0} and {s["ps"] for s in seen} == {None}
+    with pytest.raises(ValueError, match="leave ps unset"):
+        tp.fwi(init, q, d, iterations=1, vmin=1.4, vmax=3.0, ps=8, budget_mb=64, progress=False)
 
 
 def test_bad_arguments(case):

@@ -51,7 +51,7 @@ SCHEMA = {
                       "mute_taper": (_NUM, 20.0), "bandpass_hz": (list, None), "gain_power": (_NUM, 0.0),
                       "normalize": (bool, False)},
     "fwi": {"bands_hz": (list, None), "iterations": ((int, list), 10), "batch": (int, 0), "ps": (int, 16),
-            "mode": (str, "QR"), "seed": (int, 1), "vmin": (_NUM, None), "vmax": (_NUM, None),
+            "budget_mb": (_NUM, 0.0), "mode": (str, "QR"), "seed": (int, 1), "vmin": (_NUM, None), "vmax": (_NUM, None),
             "water_depth": (_NUM, 0.0), "optimizer": (str, "spg"), "workers": (int, 1), "scheduler": (str, "")},
     "rtm": {"ps": (int, 64), "ic": (str, "isic"), "mode": (str, "QR"), "seed": (int, 1)},
     "output": {"plots": (bool, True)},
@@ -296,6 +296,7 @@ def example_config(kind, data_files, model_file=None, iterations=None, group_by=
             _line("iterations", [its] * len(bands), "per band (one number: the same for every band)"),
             _line("batch", 0, "shots per iteration, drawn afresh every iteration (0: all shots)"),
             _line("ps", 16, "probes per gradient (time probing); 0: exact (stores the wavefield)"),
+            _line("budget_mb", 0, "MiB per shot: > 0 lets the gradient choose storage or probing within it (set ps = 0)"),
             _line("mode", "QR", "probe design"),
             _line("seed", 1, "seed of the shot batches and the probes"),
             _line("vmin", round(0.9 * v0, 2), "km/s: bounds of the inversion"),
@@ -523,6 +524,10 @@ def _cmd_fwi(args, log):
     from .inversion import fwi as run_fwi
     cfg = load_config(args.config, "fwi")
     fc = cfg["fwi"]
+    if fc["budget_mb"] and fc["ps"]:
+        raise ValueError(f"[fwi] budget_mb = {fc['budget_mb']:g} chooses the gradient itself: set ps = 0")
+    if fc["budget_mb"] < 0:
+        raise ValueError(f"[fwi] budget_mb must be >= 0 MiB, got {fc['budget_mb']:g}")
     out = _check_out(args.out, args.resume)
     pc = cfg["preprocessing"]
     if pc["gain_power"] or pc["normalize"]:
@@ -540,12 +545,14 @@ def _cmd_fwi(args, log):
         for b in fc["bands_hz"]]
     water_rows = int(round(fc["water_depth"] / model0.spacing[-1])) if fc["water_depth"] else 0
     client, own = _client(fc)
-    gradient = "exact gradient" if fc["ps"] == 0 else f"{fc['ps']} probes per gradient"
+    gradient = ("exact gradient" if fc["ps"] == 0 else f"{fc['ps']} probes per gradient") if not fc["budget_mb"] \
+        else f"gradients within {fc['budget_mb']:g} MiB per shot"
     log(f"FWI on a {model0.shape[0]}×{model0.shape[1]} grid at {model0.spacing[0]:g} m, {gradient}, results in {out}")
     t0 = time.perf_counter()
     try:
         res = run_fwi(model0, q, d, bands=bands, iterations=fc["iterations"], batch=fc["batch"] or None,
-                      ps=fc["ps"] or None, mode=fc["mode"], seed=fc["seed"], vmin=fc["vmin"], vmax=fc["vmax"],
+                      ps=fc["ps"] or None, budget_mb=fc["budget_mb"] or None, mode=fc["mode"], seed=fc["seed"],
+                      vmin=fc["vmin"], vmax=fc["vmax"],
                       water=water_rows, optimizer=fc["optimizer"], client=client, out=out, resume=args.resume,
                       progress=not args.quiet, plots=cfg["output"]["plots"])
     except KeyboardInterrupt:

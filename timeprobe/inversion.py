@@ -46,7 +46,6 @@ With ``plots=True`` a QC figure ``DIR/qc/iteration-NNNN.png`` is written per ite
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import numbers
 import time
@@ -278,8 +277,9 @@ def fwi(model0, q, d, *, bands=None, iterations=10, batch=None, ps=None, mode="Q
     memory : int, optional
         SPG's non-monotone window (default 3) or the L-BFGS pairs (default 5).
     budget_mb : float, optional
-        Working-memory budget of the gradient, passed to ``fwi_objective`` (``ValueError``
-        if this version of ``fwi_objective`` has no ``budget_mb``).
+        Working-memory budget (MiB per shot) of the gradient: ``fwi_objective(budget_mb=...)``
+        chooses full storage, stored (compressed) snapshots or the largest r that fits
+        (:mod:`timeprobe.budget`); leave ``ps`` unset.
     client : dask.distributed.Client or str, optional
         Shots as Dask tasks (:mod:`timeprobe.parallel`).
     out : str or Path, optional
@@ -335,9 +335,8 @@ def fwi(model0, q, d, *, bands=None, iterations=10, batch=None, ps=None, mode="Q
         raise ValueError(f"velocity bounds must satisfy 0 < vmin < vmax (km/s), got vmin={vmin}, vmax={vmax}")
     extra = {}
     if budget_mb is not None:
-        if "budget_mb" not in inspect.signature(fwi_objective).parameters:
-            raise ValueError("budget_mb needs a timeprobe.fwi_objective with a memory budget; this version has none "
-                             "(use ps=None for the exact gradient or ps=r for r probes)")
+        if ps is not None:
+            raise ValueError(f"budget_mb chooses the gradient itself (storage or probing): leave ps unset, got ps={ps}")
         extra["budget_mb"] = float(budget_mb)
     mask = _as_mask(water, model0)
     if model0.nbl:
