@@ -24,7 +24,7 @@ Each run appends one record (script ``benchmark_memory``) to the benchmark histo
 (``scripts/records.py``: ``benchmarks/history.jsonl``) unless ``--no-record``; ``--out`` also
 writes the figures to a new JSON file.
 
-    python scripts/benchmark_memory.py [--model PATH] [--ps 32] [--block 4] [--mode QR] [--out FILE.json]
+    python scripts/benchmark_memory.py [--model PATH] [--ps 32] [--block B] [--mode QR] [--out FILE.json]
                                        [--note TEXT] [--no-record]
 """
 import argparse
@@ -88,7 +88,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(default / "models" / "overthrust_2D.h5"))
     ap.add_argument("--ps", type=int, default=32)
-    ap.add_argument("--block", type=int, default=4)
+    ap.add_argument("--block", type=int, default=None, help="snapshots per block (default: the library's DEFAULT_BLOCK)")
     ap.add_argument("--mode", default="QR")
     ap.add_argument("--sum-padding", type=int, choices=(0, 1), default=1,
                     help="1 (default): the exact derivative, probe fields over the padded grid; "
@@ -108,7 +108,7 @@ def main(argv=None):
         # dynamic threshold, freed arrays linger in the heap and later ones reuse them).
         env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
         res = subprocess.run([sys.executable, __file__, "--child", config, "--model", a.model,
-                              "--ps", str(a.ps), "--block", str(a.block), "--mode", a.mode,
+                              "--ps", str(a.ps), *(["--block", str(a.block)] if a.block else []), "--mode", a.mode,
                               "--sum-padding", str(a.sum_padding)],
                              capture_output=True, text=True, check=True, env=env)
         rows[config] = json.loads(res.stdout.strip().splitlines()[-1])
