@@ -2,6 +2,7 @@
 import gc
 import os
 import weakref
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,6 +29,12 @@ def test_supported_version_range():
         compat.check_devito_version(hi)
     with pytest.raises(ImportError, match="supports Devito"):
         compat.check_devito_version("4.7.1")
+    # 4.8.12 rejects the subsampled-snapshot buffer override (tests/test_strategies.py fails there)
+    with pytest.raises(ImportError, match="supports Devito"):
+        compat.check_devito_version("4.8.12")
+    # setup.cfg pins the same range
+    setup_cfg = (Path(__file__).resolve().parents[1] / "setup.cfg").read_text()
+    assert f"devito>={lo},<{hi}" in setup_cfg
 
 
 def test_release_returns_memory_without_garbage_collection():

@@ -66,7 +66,7 @@ def __getattr__(name):
     except ModuleNotFoundError as e:
         if e.name == "devito":
             raise ImportError(f"timeprobe.{name} needs Devito, which is not installed: "
-                              f"pip install 'timeprobe[seismic]' (or 'devito>=4.8.12,<4.9')") from e
+                              f"pip install 'timeprobe[seismic]' (or 'devito>=4.8.23,<4.9')") from e
         raise
     value = getattr(mod, name) if module else mod
     globals()[name] = value

@@ -37,7 +37,7 @@ __all__ = ["SUPPORTED_DEVITO", "devito_version", "check_devito_version", "wrap_a
            "release", "without_gc", "fixed_dimension", "floor_div", "skip_argument_halo_exchange"]
 
 #: the Devito releases timeprobe is tested with (lower bound inclusive, upper exclusive)
-SUPPORTED_DEVITO = ("4.8.12", "4.9")
+SUPPORTED_DEVITO = ("4.8.23", "4.9")
 
 
 def _as_tuple(version):
