@@ -51,9 +51,7 @@ both refused if they exist; ``--write-docs`` (a recorded run) rewrites the commi
 from __future__ import annotations
 
 import argparse
-import ctypes
 import datetime
-import gc
 import json
 import os
 import platform
@@ -76,7 +74,8 @@ CACHE = Path(os.environ.get("TIMEPROBE_BENCH_CACHE", tempfile.gettempdir())) / "
 
 import records  # noqa: E402  (scripts/, on sys.path as the script's folder)
 import timeprobe as tp  # noqa: E402
-from timeprobe.io import peak_memory_mb, reset_peak_memory  # noqa: E402
+from bench_harness import reset_peak  # noqa: E402  (heap trimmed, peak mark reset)
+from timeprobe.io import peak_memory_mb  # noqa: E402
 from timeprobe.probing import DEFAULT_BLOCK  # noqa: E402
 
 #: the committed report (--write-docs)
@@ -232,15 +231,6 @@ def expected_memory(cfg, info, extra_columns=0):
 
 
 # --------------------------------------------------------------------------- workers
-def reset_peak():
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-    return reset_peak_memory()
-
-
 def worker_memory(case, t, cfg):
     """Subprocess body: working memory of one configuration (peak − plain-modelling peak)."""
     model0, q, d, d_obs = setup(case, t)
