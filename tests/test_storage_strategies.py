@@ -10,9 +10,8 @@ import timeprobe as tp
 from timeprobe.compression import CODECS, Codec, codec_for_bits
 from timeprobe.geometry import (computational_axis, from_computational, from_computational_adjoint,
                                 to_computational)
-from timeprobe.probe_buffers import region_bounds
 from timeprobe.storage import (SnapshotStore, StorageOptions, run_stored_adjoint, run_stored_forward,
-                               stored_margin, stored_memory, stored_subsample)
+                               stored_bounds, stored_memory, stored_subsample)
 from timeprobe.strategies import gradient
 
 from conftest import acquisition, layered_model
@@ -178,7 +177,7 @@ def case():
 def _region(model0):
     """Index of the stored region of ``layers=False`` (the physical domain, its innermost axis
     aligned like the probe region's) in padded arrays, and its shape."""
-    bounds = region_bounds(model0.shape_padded, stored_margin(model0, layers=False))
+    bounds = stored_bounds(model0, layers=False)
     return tuple(slice(a, b) for a, b in bounds), tuple(b - a for a, b in bounds)
 
 

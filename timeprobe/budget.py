@@ -8,7 +8,7 @@ RSS of plain forward modelling in the same process). Per shot, in bytes (float32
     predicted   = 1.02·payload + 1 MiB + max(0, buffers + common − reused)  (+ estimate)
 
     payload     full        4·(nt + 1)·N_h            every snapshot with its halo
-                nyquist b   nsnap·nbytes_b            the encoded snapshots (timeprobe.storage.stored_memory)
+                nyquist b   nsnap·nbytes_b            the encoded snapshots (timeprobe.storage.stored_buffers)
                 disk b      B·nbytes_b                one chunk staged for the file
                 probe r     4·r·N_r                   r accumulators ū
     buffers     full        4·N                       the image copy
@@ -57,9 +57,9 @@ import numpy as np
 
 from .accuracy import DEFAULT_SAMPLES, sampling_memory
 from .geometry import computational_axis, to_computational
-from .probe_buffers import region_bounds, region_shape
+from .probe_buffers import region_shape
 from .probing import DEFAULT_BLOCK, default_subsample
-from .storage import StorageOptions, stored_margin, stored_memory
+from .storage import StorageOptions, stored_bounds, stored_buffers
 
 __all__ = ["Plan", "gradient_sizes", "strategy_memory", "plan", "estimate_samples", "MIB", "MIN_SAMPLES",
            "BASELINE_SLACK", "PAYLOAD_MARGIN", "FIXED_MARGIN"]
@@ -84,7 +84,7 @@ def gradient_sizes(model, q, d, layers=True):
     so = model.space_order
     ks = [int(default_subsample(to_computational(q.arrays[i], q.geometry[i], dt, nt), dt, nt, 1))
           for i in range(q.nshots)]
-    stored = tuple(b - a for a, b in region_bounds(model.shape_padded, stored_margin(model, layers)))
+    stored = tuple(b - a for a, b in stored_bounds(model, layers))
     return dict(N=int(np.prod(model.shape_padded)), N_h=int(np.prod([n + 2 * so for n in model.shape_padded])),
                 N_r=int(np.prod(region_shape(model, layers))), N_p=int(np.prod(model.shape)),
                 N_s=int(np.prod(stored)), shape=stored, nt=int(nt), dt=float(dt), k=min(ks),
@@ -113,9 +113,8 @@ def strategy_memory(sizes, strategy, ps=None, storage=None, samples=0, block=Non
         payload, buffers = 4 * (s["nt"] + 1) * s["N_h"], 4 * s["N"]
     elif strategy == "stored":
         k = s["k"] if storage.subsample == "auto" else int(storage.subsample)
-        B = min(storage.chunk, _nsub(s["nt"], k))
-        buffers = 4 * (B + 2) * s["N_s"] + (4 * s["N_s"] if storage.bits < 32 else 0)
-        payload = stored_memory(storage, s["shape"], s["nt"], k) - 4 * (B + 2) * s["N_s"]
+        payload, buffers = stored_buffers(storage, s["shape"], s["nt"], k)
+        buffers += 4 * s["N_s"] if storage.bits < 32 else 0  # the codec's work array
     elif strategy == "probe":
         B = block or DEFAULT_BLOCK
         payload, buffers = 4 * ps * s["N_r"], 4 * (B + 1) * s["N_r"]

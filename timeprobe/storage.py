@@ -65,7 +65,8 @@ from .propagators import adjoint_source_buffer
 from .workspace import use_model
 
 __all__ = ["StorageOptions", "SnapshotStore", "STORAGE_NAMES", "DEFAULT_CHUNK", "stored_subsample",
-           "stored_memory", "run_stored_forward", "run_stored_adjoint", "stored_margin"]
+           "stored_memory", "stored_buffers", "run_stored_forward", "run_stored_adjoint", "stored_margin",
+           "stored_bounds"]
 
 #: snapshots per chunk (device slots B): the chunk's apply call costs ≈ 1 ms of Devito argument
 #: processing, negligible next to k·B time steps; the slots cost B·4·N_p bytes
@@ -162,6 +163,12 @@ def stored_margin(model, layers=True):
     return 0 if layers else model.nbl
 
 
+def stored_bounds(model, layers=True):
+    """``[(start, stop)]`` per padded-grid axis of the stored region (:func:`stored_margin`; the
+    innermost axis aligned like the probe region, :func:`timeprobe.probe_buffers.region_bounds`)."""
+    return region_bounds(model.shape_padded, stored_margin(model, layers))
+
+
 def stored_subsample(options, wavelet_c, dt, nt):
     """The ``k`` of ``options`` for this shot (``"auto"``: the Poisson bound of the wavelet)."""
     if options.subsample == "auto":
@@ -169,15 +176,22 @@ def stored_subsample(options, wavelet_c, dt, nt):
     return int(options.subsample)
 
 
-def stored_memory(options, shape, nt, k):
-    """Bytes a stored gradient holds beyond plain forward modelling (module docstring), for a
-    stored region of ``shape`` (:func:`stored_margin`), ``nt`` computational steps and subsampling ``k``."""
+def stored_buffers(options, shape, nt, k):
+    """``(store, buffers)`` bytes of a stored gradient (module docstring): the encoded snapshots held
+    in RAM (all of them, or one staged chunk for the disk) and the ``B + 2`` float32 fields of the
+    stored region of ``shape`` (the slots, the encoder's scratch / the gradient)."""
     n_p = int(np.prod(shape))
     nsnap = (nt - 1) // k + 1
     B = min(options.chunk, nsnap)
     per = options.codec.nbytes(tuple(shape))
     store = nsnap * per if options.where == "ram" else B * per
-    return store + (B + 2) * 4 * n_p
+    return store, (B + 2) * 4 * n_p
+
+
+def stored_memory(options, shape, nt, k):
+    """Bytes a stored gradient holds beyond plain forward modelling (module docstring), for a
+    stored region of ``shape`` (:func:`stored_margin`), ``nt`` computational steps and subsampling ``k``."""
+    return sum(stored_buffers(options, shape, nt, k))
 
 
 class SnapshotStore:
@@ -334,7 +348,7 @@ def run_stored_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, options
         raise NotImplementedError("stored snapshots (storage=...) do not run under Devito MPI yet: use ps=r "
                                   "or full storage")
     margin = stored_margin(model, layers)
-    shape = tuple(b - a for a, b in region_bounds(model.shape_padded, margin))
+    shape = tuple(b - a for a, b in stored_bounds(model, layers))
     nsnap = (nt - 1) // k + 1
     B = min(options.chunk, nsnap)
     store = SnapshotStore(options.codec, shape, nsnap, options.where, options.directory)
