@@ -158,15 +158,9 @@ def verify_overthrust_file(path, which=None):
     (velocity ``1/√m`` between 0.3 and 10 km/s — values in m/s or km/s fail).
     Returns ``n`` as a tuple. Raises ``ValueError`` naming the problem.
     """
-    import h5py
+    from timeprobe.io import open_hdf5
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file not found: {path}")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise ValueError(f"{path} is not a readable HDF5 file ({e})") from None
-    with f:
+    with open_hdf5(path, "model") as f:
         missing = [k for k in ("n", "d", "o", "m", "m0") if k not in f]
         if missing:
             raise ValueError(f"{path}: missing dataset(s) {missing}; the SLIM/JUDI Overthrust layout has "

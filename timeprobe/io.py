@@ -69,7 +69,7 @@ from .geometry import Data, Geometry
 
 __all__ = ["read_segy", "write_segy", "segy_summary", "project_line", "LineProjection", "ResultsWriter",
            "read_results", "new_run_dir", "peak_memory_mb", "reset_peak_memory", "resident_memory_mb",
-           "write_snapshot", "read_snapshot"]
+           "write_snapshot", "read_snapshot", "open_hdf5"]
 
 
 # =========================================================================== SEG-Y
@@ -764,17 +764,22 @@ def write_snapshot(path, values, attrs=None):
     return path
 
 
-def read_snapshot(path):
-    """The dict :func:`write_snapshot` wrote (attributes under ``"attrs"``)."""
+def open_hdf5(path, what="HDF5"):
+    """``h5py.File(path, "r")``, with errors that name the problem: ``FileNotFoundError``
+    ("``what`` file not found") or ``ValueError`` (not a readable HDF5 file)."""
     import h5py
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"snapshot file not found: {path}")
+        raise FileNotFoundError(f"{what} file not found: {path}")
     try:
-        f = h5py.File(path, "r")
+        return h5py.File(path, "r")
     except OSError as e:
         raise ValueError(f"{path} is not a readable HDF5 file ({e})") from None
-    with f:
+
+
+def read_snapshot(path):
+    """The dict :func:`write_snapshot` wrote (attributes under ``"attrs"``)."""
+    with open_hdf5(path, "snapshot") as f:
         out = _h5_read_items(f)
         out["attrs"] = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
     return out
