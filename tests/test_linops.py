@@ -17,8 +17,20 @@ def _case(dtype):
     return true, m0, q, rec
 
 
+@pytest.fixture
+def global_rng_seeded():
+    """pylops.utils.dottest draws u, v from NumPy's global RNG: seed it for this test only (the
+    state is restored after). Unseeded, the draw depended on the tests run before: about one draw
+    in 150 makes v·(J u) nearly cancel, and float32 fails the relative test by that cancellation
+    (2.5e-3 on one such draw), not by the adjoint (float64 accumulation: ≤ 3.6e-5 over 20 draws)."""
+    state = np.random.get_state()
+    np.random.seed(0)
+    yield
+    np.random.set_state(state)
+
+
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-10), (np.float32, 1e-4)])
-def test_dottest(dtype, rtol):
+def test_dottest(dtype, rtol, global_rng_seeded):
     _, m0, q, rec = _case(dtype)
     J = tp.jacobian_operator(m0, q, rec)
     assert J.shape == (2 * rec.nt * 15, 41 * 31) and J.dtype == np.dtype(dtype)
