@@ -155,3 +155,48 @@ def test_argument_halo_exchange_can_be_skipped():
     u._data_buffer()
     assert calls == [1]  # not called any more
     assert other._halo_exchange.__self__ is other  # other functions keep Devito's method
+
+
+def test_windowed_run_equals_one_apply():
+    """Consecutive windows of a WindowedRun give the result of one apply over the whole range
+    (the buffered u continues between windows; a source injected per step and a sum over
+    steps both see every step once), and a window outside the range is refused."""
+    from devito import Eq, Function, Grid, Operator, TimeFunction
+    grid = Grid(shape=(6,))
+    x, time = grid.dimensions[0], grid.time_dim
+
+    def build():
+        u = TimeFunction(name="u", grid=grid, space_order=0)
+        acc = Function(name="acc", grid=grid, space_order=0)
+        return u, acc, Operator([Eq(u.forward, 0.5 * u + time * (x + 1)), Eq(acc, acc + u.forward * time)])
+
+    u1, acc1, op1 = build()
+    op1.apply(time_m=2, time_M=13)
+    u2, acc2, op2 = build()
+    run = compat.WindowedRun(op2, 2, 13, u=u2, acc=acc2)
+    for tm, tM in ((2, 5), (6, 6), (7, 13)):
+        run(tm, tM)
+    assert np.any(acc1.data != 0)
+    np.testing.assert_array_equal(acc2.data, acc1.data)
+    np.testing.assert_array_equal(u2.data, u1.data)
+    with pytest.raises(ValueError, match="outside"):
+        run(1, 4)
+    with pytest.raises(ValueError, match="outside"):
+        run(12, 14)
+
+
+def test_aligned_zeros_small_and_huge_page_buffers():
+    """Small buffers are 64-byte aligned zeros; large ones (a mapping of their own, huge pages
+    requested) are 2 MiB aligned zeros, writable, and freed with their last view."""
+    from timeprobe.utils import HUGE_PAGE, HUGE_PAGE_MIN, aligned_zeros
+    small = aligned_zeros((7, 5), np.float32)
+    assert small.ctypes.data % 64 == 0 and small.shape == (7, 5) and small.dtype == np.float32
+    assert not small.any()
+    n = HUGE_PAGE_MIN // 4 + 1000
+    big = aligned_zeros((n // 10, 10), np.float32)
+    assert big.shape == (n // 10, 10) and big.flags.c_contiguous and big.flags.writeable
+    assert big.ctypes.data % HUGE_PAGE == 0
+    assert not big.any()
+    big[-1, -1] = 3.0
+    assert big.sum() == 3.0
+    assert aligned_zeros((3,), np.int8).dtype == np.int8

@@ -38,9 +38,9 @@ are built in :mod:`timeprobe.operators`, the probe vectors designed in :mod:`tim
   by the same equation builders. Images then cover the layers too and are cut to the physical
   domain as usual (same values there: the probe fields are pointwise).
 * **Buffers** are numpy arrays wrapped by Devito functions without a copy
-  (:func:`new_buffer`): ``np.zeros`` maps zero pages, where Devito's own allocation would
-  zero-fill through its ``Data`` indexing machinery (tens of ms per gradient). They start on a
-  64-byte boundary (:func:`aligned_zeros`; a large numpy array starts 16 bytes into a page).
+  (:func:`new_buffer`): fresh zero pages, where Devito's own allocation would zero-fill through
+  its ``Data`` indexing machinery (tens of ms per gradient). They start on a 64-byte boundary,
+  and large ones are mapped with transparent huge pages (:func:`timeprobe.utils.aligned_zeros`).
 * **Gathers** (:class:`GatherLayout`): the image domain (the physical domain, with dimensions of
   its own), the imaging-factor buffers (extended by zeros along the offset axis for the exact,
   per-time-step correlation; blocks of probes for the probed one) and the gathers array.
@@ -53,6 +53,7 @@ import numpy as np
 from devito import Constant, DefaultDimension, Function
 
 from .compat import fixed_dimension, wrap_array
+from .utils import BUFFER_ALIGN, aligned_zeros
 from .mpi import is_distributed
 
 __all__ = ["ProbeLayout", "probe_layout", "probe_margin", "region_margin", "region_bounds", "region_slices",
@@ -282,24 +283,6 @@ def _grid_kwargs(ws, dims):
     return {}
 
 
-#: byte alignment of the probe buffers: one cache line, the width of an AVX-512 vector
-BUFFER_ALIGN = 64
-
-
-def aligned_zeros(shape, dtype, align=BUFFER_ALIGN):
-    """Zeros of ``shape`` whose first element sits on an ``align``-byte boundary.
-
-    Large numpy arrays start 16 bytes into a page (the allocator's header), so every 64-byte
-    vector access of the probe loops would straddle two cache lines; Devito's own fields are
-    aligned, and the generated loops assume ``aligned(…:64)``. The returned array is a view of
-    a slightly larger zeroed buffer (kept alive through ``.base``)."""
-    dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape)) * dtype.itemsize
-    raw = np.zeros(nbytes + align, dtype=np.uint8)
-    start = -raw.ctypes.data % align
-    return raw[start:start + nbytes].view(dtype).reshape(shape)
-
-
 def new_buffer(ws, name, layout, arr=None):
     """A fresh Function like the placeholder ``name`` holding a copy of ``arr`` (the
     time-indexed weights) or zeros of the placeholder's shape (this rank's part of it when the grid
@@ -442,7 +425,7 @@ def new_gather_buffer(ws, name, glayout, buffer=None):
         return Function(name=name, grid=ws.grid, dimensions=ph.dimensions, shape=ph.shape,
                         space_order=ws.space_order, dtype=ws.dtype)
     if buffer is None:
-        buffer = np.zeros(ph.shape, dtype=ws.dtype)
+        buffer = aligned_zeros(ph.shape, ws.dtype)
     if buffer.shape != ph.shape or buffer.dtype != ws.dtype:
         raise ValueError(f"gathers buffer {name!r} must be {np.dtype(ws.dtype).name} {ph.shape}, "
                          f"got {buffer.dtype} {buffer.shape}")

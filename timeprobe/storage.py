@@ -19,8 +19,9 @@ in RAM or in a temporary file.
 
 How a shot runs (:func:`run_stored_forward`, :func:`run_stored_adjoint`):
 
-* the forward runs in chunks of ``k·B`` time steps (``op.apply(time_m, time_M)``: the
-  modulo-buffered ``u`` continues between calls); the operator
+* the forward runs in chunks of ``k·B`` time steps (one operator call per chunk, its arguments
+  processed once: :class:`~timeprobe.compat.WindowedRun`; the modulo-buffered ``u`` continues
+  between calls); the operator
   (:func:`~timeprobe.operators.slot_forward_operator`) writes every k-th ``u`` into ``B`` float32
   slots; after each chunk NumPy encodes the slots into the store;
 * the adjoint runs backwards over the same chunks; before each it decodes the chunk's snapshots
@@ -54,7 +55,7 @@ from dataclasses import dataclass
 import numpy as np
 from devito import Function
 
-from .compat import release, wrap_array
+from .compat import WindowedRun, release, wrap_array
 from .compression import codec_for_bits
 from .geometry import grid_coordinates
 from .mpi import is_distributed
@@ -62,14 +63,15 @@ from .probe_buffers import region_bounds
 from .operators import slot_adjoint_operator, slot_forward_operator, slot_gradient, snapshot_slots
 from .probing import default_subsample
 from .propagators import adjoint_source_buffer
+from .utils import aligned_zeros
 from .workspace import use_model
 
 __all__ = ["StorageOptions", "SnapshotStore", "STORAGE_NAMES", "DEFAULT_CHUNK", "stored_subsample",
            "stored_memory", "stored_buffers", "run_stored_forward", "run_stored_adjoint", "stored_margin",
            "stored_bounds"]
 
-#: snapshots per chunk (device slots B): the chunk's apply call costs ≈ 1 ms of Devito argument
-#: processing, negligible next to k·B time steps; the slots cost B·4·N_p bytes
+#: snapshots per chunk (device slots B): one operator call per chunk (arguments processed once
+#: per run, :class:`~timeprobe.compat.WindowedRun`); the slots cost B·4·N_p bytes
 DEFAULT_CHUNK = 8
 
 #: the string shorthands of :meth:`StorageOptions.parse`
@@ -208,7 +210,7 @@ class SnapshotStore:
         self._fd = self._path = None
         self._ram = None
         if where == "ram":
-            self._ram = np.empty((self.nsnap, self.nbytes), dtype=np.uint8)  # pages mapped when written
+            self._ram = aligned_zeros((self.nsnap, self.nbytes), np.uint8)  # pages mapped when written
         elif where == "disk":
             fd, path = tempfile.mkstemp(prefix="timeprobe-snapshots-", suffix=".bin", dir=directory)
             self._fd, self._path = fd, path
@@ -260,7 +262,7 @@ class SnapshotStore:
         if self._ram is None:
             buf = getattr(self, "_stage", None)
             if buf is None or buf.shape[0] < n:
-                buf = self._stage = np.empty((n, self.nbytes), dtype=np.uint8)
+                buf = self._stage = aligned_zeros((n, self.nbytes), np.uint8)
             return buf[:n]
         return None
 
@@ -359,14 +361,16 @@ def run_stored_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, options
             traces = np.zeros((nt + 1, len(rec_coords)), dtype=ws.dtype)
             rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), nt=nt + 1, buffer=traces)
             op = slot_forward_operator(ws, k, B, margin, illum=illumination)
-            slots = np.zeros(snapshot_slots(ws, B, margin).shape, dtype=ws.dtype)
+            slots = aligned_zeros(snapshot_slots(ws, B, margin).shape, ws.dtype)
             ubuf = _slot_view(ws, B, margin, slots)
             ws.field("u").data[:] = 0
             if illumination:
                 ws.function("illum").data[:] = 0
             work = np.empty(shape, dtype=np.float32)
-            for _, tm, tM, s0, n in _chunks(nt, k, B):
-                op.apply(src=src, rec=rec, ubuf=ubuf, dt=dt, time_m=tm, time_M=tM)
+            chunks = _chunks(nt, k, B)
+            run = WindowedRun(op, chunks[0][1], chunks[-1][2], src=src, rec=rec, ubuf=ubuf, dt=dt)
+            for _, tm, tM, s0, n in chunks:
+                run(tm, tM)
                 store.encode(s0, slots[:n], work)
             illum = np.array(ws.function("illum").data) if illumination else None
             release(src, rec, ubuf)
@@ -397,21 +401,23 @@ def run_stored_adjoint(model, rec_coords, residual_c, dt, nt, store, record=None
         else:
             rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), residual_c, nt=nt + 1)
         op = slot_adjoint_operator(ws, k, B, margin, record=record is not None)
-        slots = np.zeros(snapshot_slots(ws, B, margin).shape, dtype=ws.dtype)
+        slots = aligned_zeros(snapshot_slots(ws, B, margin).shape, ws.dtype)
         kwargs = dict(rec=rec, ubuf=_slot_view(ws, B, margin, slots), dt=dt)
         if record is not None:
             if record.nsnap != store.nsnap:
                 raise ValueError(f"record store holds {record.nsnap} snapshots, the run has {store.nsnap}")
-            vslots = np.zeros_like(slots)
+            vslots = aligned_zeros(slots.shape, slots.dtype)
             kwargs["vbuf"] = _slot_view(ws, B, margin, vslots, "vbuf")
         g_ph = slot_gradient(ws, margin)
-        g_region = np.zeros(g_ph.shape, dtype=ws.dtype)
+        g_region = aligned_zeros(g_ph.shape, ws.dtype)
         kwargs["grad_s"] = Function(name=g_ph.name, dimensions=g_ph.dimensions, shape=g_ph.shape,
                                     space_order=0, dtype=ws.dtype, **wrap_array(g_region))
         ws.field("u").data[:] = 0
-        for _, tm, tM, s0, n in reversed(_chunks(nt, k, B)):
+        chunks = _chunks(nt, k, B)
+        run = WindowedRun(op, chunks[0][1], chunks[-1][2], **kwargs)
+        for _, tm, tM, s0, n in reversed(chunks):
             store.decode(s0, slots[:n])
-            op.apply(time_m=tm, time_M=tM, **kwargs)
+            run(tm, tM)
             if record is not None:
                 record.encode(s0, vslots[:n])
         release(*(kwargs[name] for name in ("rec", "ubuf", "grad_s")), kwargs.get("vbuf"))
