@@ -155,12 +155,15 @@ def test_storage_options():
         StorageOptions(directory=".")
     with pytest.raises(ValueError, match="chunk"):
         StorageOptions(chunk=0)
-    # memory formula: nsnap·nbytes + (B + 2)·4·N_p (RAM); B·nbytes + (B + 2)·4·N_p (disk)
+    # memory formula: nsnap·nbytes + (S·B + 2)·4·N_p (RAM); B·nbytes + (S·B + 2)·4·N_p (disk), with
+    # S = 2 slot sets (double buffering) when the run has more than one chunk
     shape, nt, k = (50, 20), 101, 5
     n_p, nsnap = 1000, 21
-    assert stored_memory(StorageOptions(), shape, nt, k) == nsnap * 4 * n_p + 10 * 4 * n_p
+    assert stored_memory(StorageOptions(), shape, nt, k) == nsnap * 4 * n_p + 18 * 4 * n_p
     per = Codec("int8").nbytes(shape)
-    assert stored_memory(StorageOptions(bits=8, where="disk", chunk=4), shape, nt, k) == 4 * per + 6 * 4 * n_p
+    assert stored_memory(StorageOptions(bits=8, where="disk", chunk=4), shape, nt, k) == 4 * per + 10 * 4 * n_p
+    # one chunk holds every snapshot: one slot set
+    assert stored_memory(StorageOptions(chunk=32), shape, nt, k) == nsnap * 4 * n_p + 23 * 4 * n_p
 
 
 # --------------------------------------------------------------------------- gradients (Devito)
@@ -208,6 +211,43 @@ def test_nyquist32_equals_subsample(case):
     assert fn == pytest.approx(fs, rel=1e-7) and fn == pytest.approx(f, rel=1e-7)
     assert _rel(gn, gs) < 1e-6
     assert _cos(gn, g) > 0.9999
+
+
+@pytest.mark.parametrize("opts", [StorageOptions(chunk=3), StorageOptions(bits=8, chunk=2),
+                                  StorageOptions(bits=8, where="disk", chunk=3)])
+def test_codec_thread_changes_nothing(case, opts, monkeypatch):
+    """Double-buffered slots with the codec in a second thread (several chunks: two slot sets)
+    give the gradient and the store of the serial run, bit for bit, and the operator runs on
+    one OpenMP thread fewer; an error in the codec thread reaches the caller."""
+    import timeprobe.storage as storage
+    model0, q, d, _, _ = case
+    q1, d1 = q[0], d[0]
+    g2, _, _, rows2 = _shot_run(model0, q1, d1, opts)
+    monkeypatch.setattr(storage, "OVERLAP", False)
+    assert storage.slot_sets(5) == 1
+    g1, _, _, rows1 = _shot_run(model0, q1, d1, opts)
+    np.testing.assert_array_equal(g2, g1)
+    np.testing.assert_array_equal(rows2, rows1)
+    monkeypatch.setattr(storage, "OVERLAP", True)
+    assert storage.slot_sets(5) == 2 and storage.slot_sets(1) == 1
+
+    def broken(self, *args):
+        raise RuntimeError("codec failed")
+    monkeypatch.setattr(storage.SnapshotStore, "encode", broken)
+    with pytest.raises(RuntimeError, match="codec failed"):
+        _shot_run(model0, q1, d1, opts)
+
+
+def test_windowed_run_spares_a_core():
+    """spare_core: the generated code's thread counts are Devito's default less one (at least 1)."""
+    from devito import Eq, Grid, Operator, TimeFunction
+    from timeprobe.compat import WindowedRun
+    grid = Grid(shape=(64, 64))
+    u = TimeFunction(name="u", grid=grid, space_order=2)
+    op = Operator([Eq(u.forward, u.laplace + 1)])
+    full, spare = WindowedRun(op, 1, 4, u=u).threads, WindowedRun(op, 1, 4, spare_core=True, u=u).threads
+    assert full and set(full) == set(spare)
+    assert all(spare[n] == max(1, full[n] - 1) for n in full)
 
 
 def test_compressed_gradient_error_bound(case):

@@ -12,8 +12,8 @@ RSS of plain forward modelling in the same process). Per shot, in bytes (float32
                 disk b      B·nbytes_b                one chunk staged for the file
                 probe r     4·r·N_r                   r accumulators ū
     buffers     full        4·N                       the image copy
-                stored      4·(B + 2)·N_s (+ 4·N_s    slots, scratch and gradient (+ the codec's work array)
-                            below 32 bit)
+                stored      4·(S·B + 2)·N_s           S slot sets of B (2, double-buffered, with more than one
+                            (+ 4·N_s below 32 bit)    chunk), scratch and gradient (+ the codec's work array)
                 probe       4·(B_ring + 1)·N_r        the ring and the gradient
     common      12·N + 4·N_p + 4·nt_d·nrec            objective's float64 sum and the shot's padded
                                                       gradient, the returned gradient, the residual

@@ -27,7 +27,8 @@ public, and live here so that a Devito upgrade breaks one module with a named te
   processed once (``Operator.arguments``, then the compiled function, ``Operator.cfunction``,
   called with only ``time_m``/``time_M`` replaced, and Devito's return-code check
   ``Operator._postprocess_errors``): the stored-snapshot gradients run in windows of ``k·B``
-  steps, and ``apply``'s argument processing costs 2–3 ms per window.
+  steps, and ``apply``'s argument processing costs 2–3 ms per window; it can leave a core free
+  (the thread-count arguments ``nthreads``/``nthreads_nonaffine`` of the generated code).
 
 Supported Devito versions: :data:`SUPPORTED_DEVITO` (``setup.cfg`` pins the same range;
 ``tests/test_compat.py`` checks every internal named here).
@@ -40,7 +41,7 @@ import numpy as np
 
 __all__ = ["SUPPORTED_DEVITO", "devito_version", "check_devito_version", "wrap_array", "is_wrapped",
            "release", "without_gc", "fixed_dimension", "floor_div", "skip_argument_halo_exchange",
-           "WindowedRun"]
+           "WindowedRun", "THREAD_ARGUMENTS"]
 
 #: the Devito releases timeprobe is tested with (lower bound inclusive, upper exclusive)
 SUPPORTED_DEVITO = ("4.8.23", "4.9")
@@ -152,6 +153,10 @@ def _no_halo_exchange():
     pass
 
 
+#: the run-time arguments of Devito's generated code that set OpenMP thread counts
+THREAD_ARGUMENTS = ("nthreads", "nthreads_nonaffine")
+
+
 class WindowedRun:
     """``op`` run over time windows ``[time_m, time_M]`` inside ``[first, last]``, every other
     argument fixed (``kwargs``, as for ``op.apply``).
@@ -162,9 +167,13 @@ class WindowedRun:
     the same between windows (their contents may change: that is how the snapshot slots are
     refilled). Under Devito MPI (where ``apply`` also scatters and gathers sparse data) every
     window is a plain ``op.apply``.
+
+    ``spare_core``: run the parallel loops on one OpenMP thread fewer than Devito's default (at
+    least one), leaving a core to a thread of the caller's that works between windows (the
+    snapshot codecs of :mod:`timeprobe.storage`).
     """
 
-    def __init__(self, op, first, last, **kwargs):
+    def __init__(self, op, first, last, spare_core=False, **kwargs):
         from devito import configuration
         self.op, self.kwargs = op, kwargs
         self.first, self.last = int(first), int(last)
@@ -175,6 +184,18 @@ class WindowedRun:
             names = [p.name for p in op.parameters]
             self._cfunction, self._values = cfunction, [args[n] for n in names]
             self._tm, self._tM = names.index("time_m"), names.index("time_M")
+            if spare_core:  # Devito's OpenMP thread counts (its defaults: every core) less one
+                for i, n in enumerate(names):
+                    if n in THREAD_ARGUMENTS:
+                        self._values[i] = max(1, int(self._values[i]) - 1)
+
+    @property
+    def threads(self):
+        """The OpenMP threads of the compiled function's parallel loops (None: Devito's default)."""
+        if self._values is None:
+            return None
+        names = [p.name for p in self.op.parameters]
+        return {n: int(self._values[names.index(n)]) for n in THREAD_ARGUMENTS if n in names}
 
     def __call__(self, time_m, time_M):
         if not self.first <= time_m <= time_M <= self.last:
