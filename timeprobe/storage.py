@@ -21,8 +21,9 @@ How a shot runs (:func:`run_stored_forward`, :func:`run_stored_adjoint`):
 
 * two sets of slots (:func:`slot_sets`): while the operator runs one chunk on one core fewer, a
   second thread encodes the chunk before (forward) or decodes the chunk after (adjoint) — NumPy
-  and the file calls release the GIL. On the 2D Overthrust shot (3 s) that took the 8-bit
-  gradient from 0.88 to 0.73 s (plain forward 0.33 s);
+  and the file calls release the GIL. On the 2D Overthrust shot (3 s, 2-core VM, alternated in
+  one process) that took ``fwi_objective(storage="nyquist8")`` from 1.00 to 0.78 s and
+  ``"nyquist"`` from 0.94 to 0.79 s (a plain forward: 0.39 s);
 * the forward runs in chunks of ``k·B`` time steps (one operator call per chunk, its arguments
   processed once: :class:`~timeprobe.compat.WindowedRun`; the modulo-buffered ``u`` continues
   between calls); the operator
