@@ -63,9 +63,19 @@ def test_plan_picks_the_most_accurate_that_fits():
         assert p.predicted_bytes <= mb * MIB
         order.append((p.strategy, p.ps))
     names = [s for s, _ in order]
-    # full storage, then Nyquist 32 / 16 / 8 bit, then probing with r decreasing as the budget shrinks
+    # full storage, then Nyquist 32 / 16 / 8 bit, then the same with checkpointed segments (one
+    # more forward run), then probing with r decreasing as the budget shrinks
     firsts = [n for i, n in enumerate(names) if i == 0 or names[i - 1] != n]
-    assert firsts == ["full", "nyquist", "nyquist16", "nyquist8", "probe"]
+    plain = [n for n in firsts if "segments" not in n]
+    assert plain == ["full", "nyquist", "nyquist16", "nyquist8", "probe"]
+    assert all(firsts.index("nyquist8") < i < firsts.index("probe")
+               for i, n in enumerate(firsts) if "segments" in n)
+    # between 8-bit snapshots and probing: 8-bit snapshots with checkpointed segments
+    seg = plan(SIZES, 5.0)
+    assert seg.strategy == seg.storage.name and seg.storage.segments > 1 and seg.storage.bits == 8
+    assert seg.predicted_bytes <= 5.0 * MIB < min(strategy_memory(SIZES, "stored", storage=StorageOptions(bits=8, chunk=B))
+                                                for B in (8, 4, 2, 1))
+    assert plan(SIZES, 5.0, stored=False).strategy == "probe"
     rs = [r for s, r in order if s == "probe"]
     assert rs == sorted(rs, reverse=True) and rs[0] <= 150 and rs[-1] >= 1
     # the largest r that fits: one more probe would not
@@ -79,7 +89,7 @@ def test_plan_picks_the_most_accurate_that_fits():
 
 
 def test_plan_disk_only_when_allowed(tmp_path):
-    mb = 5.0
+    mb = 4.5
     assert plan(SIZES, mb).strategy == "probe"
     p = plan(SIZES, mb, allow_disk=True)
     assert p.strategy == "disk" and p.storage.where == "disk"
@@ -96,7 +106,7 @@ def test_plan_errors():
     with pytest.raises(TypeError, match="budget_mb"):
         plan(SIZES, "10")
     # the sampled estimate costs memory: fewer probes fit
-    assert plan(SIZES, 5.0, samples=True).ps < plan(SIZES, 5.0).ps
+    assert plan(SIZES, 4.5, samples=True).ps < plan(SIZES, 4.5).ps
     per = 4 * (1501 + 150)  # bytes per sampled point
     assert estimate_samples(SIZES, 5.0 * MIB) == int(0.2 * 5.0 * MIB // per)  # a fifth of the budget
     assert estimate_samples(SIZES) == 1000 and estimate_samples(SIZES, 19 * per / 0.2) == 0
@@ -209,8 +219,11 @@ def test_budget_objective_chooses_and_reports(models):
     full_mb = strategy_memory(sizes, "full") / MIB
     n8_mb = strategy_memory(sizes, "stored", storage=StorageOptions(bits=8)) / MIB
     n8_min = strategy_memory(sizes, "stored", storage=StorageOptions(bits=8, chunk=1)) / MIB
+    # below every stored candidate, checkpointed segments included
+    seg_min = min(c[1] for c in plan(sizes, 0.95 * n8_min).candidates if "segments" in c[0]) / MIB
+    low = 0.95 * min(n8_min, seg_min)
     results = {}
-    for mb in (1.05 * full_mb, 1.01 * n8_mb, 0.95 * n8_min):
+    for mb in (1.05 * full_mb, 1.01 * n8_mb, low):
         f, gb, info = tp.fwi_objective(init, q, d, budget_mb=mb, seed=0, subsample=3, return_info=True)
         assert info["predicted_mb"] <= mb and info["budget_mb"] == pytest.approx(mb)
         assert info["candidates"][-1][2] and not any(fit for _, _, fit in info["candidates"][:-1])
@@ -222,7 +235,7 @@ def test_budget_objective_chooses_and_reports(models):
     assert 20 <= info_p["samples"] < 1000 and info_p["ps"] >= 2
     assert abs(info_p["accuracy"] - cos_p) <= 3 * info_p["accuracy_std"] + 0.01
     # without the estimate the same budget holds more probes
-    assert plan(sizes, 0.95 * n8_min).ps > info_p["ps"]
+    assert plan(sizes, low).ps > info_p["ps"]
     # the autopilot behind strategies.gradient, and the same plan without the info
     f2, g2 = tp.gradient(init, q, d, "auto", budget_mb=1.01 * n8_mb)
     _, g3 = tp.fwi_objective(init, q, d, storage="nyquist8")

@@ -238,6 +238,29 @@ def test_codec_thread_changes_nothing(case, opts, monkeypatch):
         _shot_run(model0, q1, d1, opts)
 
 
+@pytest.mark.parametrize("bits", [32, 8])
+def test_segments_give_the_stored_gradient(case, bits):
+    """Checkpointed segments (a forward run keeping the segment starts, each segment re-run just
+    before its adjoint) give the misfit and gradient of the plain stored run, bit for bit, and the
+    budget formula counts one segment's snapshots plus the states."""
+    from timeprobe.storage import segment_chunks, segment_memory
+    model0, q, d, _, _ = case
+    f1, g1 = tp.fwi_objective(model0, q, d, storage=StorageOptions(bits=bits, chunk=2))
+    seg = StorageOptions(bits=bits, chunk=2, segments=3)
+    assert seg.name.endswith("(3 segments)")
+    f2, g2 = tp.fwi_objective(model0, q, d, storage=seg)
+    assert f2 == f1
+    np.testing.assert_array_equal(g2, g1)
+    dt, nt = computational_axis(model0, q.geometry, d.geometry)
+    parts = segment_chunks(nt, 5, 2, 3)
+    assert len(parts) == 3 and [c for p in parts for c in p] == segment_chunks(nt, 5, 2, 1)[0]
+    store, states = segment_memory(seg, (10, 10), 1000, nt, 5)
+    most = max(sum(c[4] for c in p) for p in parts)
+    assert store == most * seg.codec.nbytes((10, 10)) and states == (2 * 3 + 3) * 4 * 1000
+    with pytest.raises(ValueError, match="segments"):
+        StorageOptions(segments=0)
+
+
 def test_windowed_run_spares_a_core():
     """spare_core: the generated code's thread counts are Devito's default less one (at least 1)."""
     from devito import Eq, Grid, Operator, TimeFunction

@@ -41,6 +41,8 @@ The plan (:func:`plan`) walks the candidates in order of expected accuracy and t
 that fits:
 
     full (exact) > nyquist 32 bit > disk 32 bit > nyquist 16 > disk 16 > nyquist 8 > disk 8
+                 > the same in RAM with checkpointed segments (32, 16, 8 bit; one more forward run,
+                   the number of segments and the chunk that need the least memory)
                  > probing with the largest r that fits (r ≤ nsub)
 
 Disk candidates only with ``allow_disk`` (True or a folder). Stored candidates try chunks
@@ -59,7 +61,7 @@ from .accuracy import DEFAULT_SAMPLES, sampling_memory
 from .geometry import computational_axis, to_computational
 from .probe_buffers import region_shape
 from .probing import DEFAULT_BLOCK, default_subsample
-from .storage import StorageOptions, stored_bounds, stored_buffers
+from .storage import StorageOptions, segment_chunks, segment_memory, stored_bounds, stored_buffers
 
 __all__ = ["Plan", "gradient_sizes", "strategy_memory", "plan", "estimate_samples", "MIB", "MIN_SAMPLES",
            "BASELINE_SLACK", "PAYLOAD_MARGIN", "FIXED_MARGIN"]
@@ -114,6 +116,8 @@ def strategy_memory(sizes, strategy, ps=None, storage=None, samples=0, block=Non
     elif strategy == "stored":
         k = s["k"] if storage.subsample == "auto" else int(storage.subsample)
         payload, buffers = stored_buffers(storage, s["shape"], s["nt"], k)
+        if storage.segments > 1:  # one segment's snapshots, and the states at the segments' starts
+            payload = sum(segment_memory(storage, s["shape"], s["N_h"], s["nt"], k))
         buffers += 4 * s["N_s"] if storage.bits < 32 else 0  # the codec's work array
     elif strategy == "probe":
         B = block or DEFAULT_BLOCK
@@ -162,6 +166,27 @@ def estimate_samples(sizes, budget_bytes=None):
     return int(m) if m >= MIN_SAMPLES else 0
 
 
+def _segmented(sizes, bits, tile, consider):
+    """The segmented stored candidate of ``bits`` (RAM) with the least memory over the chunks
+    ``_CHUNKS`` and ``S = 2 … 64`` segments, offered to ``consider``; its Plan or None."""
+    best = None
+    for B in _CHUNKS:
+        nchunks = len(segment_chunks(sizes["nt"], sizes["k"], min(B, _nsub(sizes["nt"], sizes["k"])), 10 ** 9))
+        for S in range(2, min(64, nchunks) + 1):
+            opts = StorageOptions(bits=bits, chunk=B, segments=S, **({} if tile is None else dict(tile=tile)))
+            need = strategy_memory(sizes, "stored", storage=opts)
+            if best is None or need < best[0]:
+                best = (need, opts)
+    if best is None:
+        return None
+    need, opts = best
+    found = consider(opts.name if opts.chunk == _CHUNKS[0] else f"{opts.name} (chunk {opts.chunk})", need,
+                     storage=opts)
+    if found is not None:
+        found.strategy = opts.name
+    return found
+
+
 def plan(sizes, budget_mb, allow_disk=False, samples=0, block=None, tile=None, stored=True):
     """The most accurate strategy whose working memory fits ``budget_mb`` MiB (module docstring).
 
@@ -197,6 +222,10 @@ def plan(sizes, budget_mb, allow_disk=False, samples=0, block=None, tile=None, s
             if found is not None:
                 found.strategy = opts.name
                 break
+    for bits in (32, 16, 8) if stored and found is None else ():
+        found = _segmented(sizes, bits, tile, consider)
+        if found is not None:
+            break
     if found is None:
         nsub = _nsub(sizes["nt"], sizes["k"])
         fixed = strategy_memory(sizes, "probe", ps=0, samples=samples, block=block)

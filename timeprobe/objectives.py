@@ -49,7 +49,8 @@ from .compat import release
 from .geometry import Data, computational_axis, from_computational, from_computational_adjoint, to_computational
 from .probing import ProbingOptions, probes_for_shot, shot_generators
 from .propagators import check_inputs, run_adjoint, run_forward
-from .storage import StorageOptions, run_stored_adjoint, run_stored_forward, stored_subsample
+from .storage import (StorageOptions, run_segmented_gradient, run_stored_adjoint, run_stored_forward,
+                      stored_subsample)
 
 __all__ = ["fwi_objective", "jacobian_adjoint", "shot_objective", "shot_gradient", "to_physical",
            "choose_strategy", "strategy_info", "shot_infos"]
@@ -73,6 +74,13 @@ def shot_gradient(model, q, rec_geometry, adjoint_traces, opts, rng=None, probe_
     dt, nt = computational_axis(model, q.geometry, rec_geometry)
     wc = to_computational(q.arrays[0], q.geometry, dt, nt, dtype=model.dtype)
     src_coords, rec_coords = q.geometry.coordinates[0], rec_geometry.coordinates[0]
+    if opts.storage is not None and opts.storage.segments > 1:
+        k = stored_subsample(opts.storage, wc, dt, nt)
+        grad, stats, nbytes = run_segmented_gradient(model, src_coords, wc, rec_coords, dt, nt, opts.storage, k,
+                                                     adjoint_traces, layers=opts.sum_padding)
+        if info is not None:
+            info.update(k=k, energy=stats["energy"], noise=stats["noise"], stored_bytes=nbytes)
+        return grad, dt
     if opts.storage is not None:
         k = stored_subsample(opts.storage, wc, dt, nt)
         rec, store = run_stored_forward(model, src_coords, wc, rec_coords, dt, nt, opts.storage, k,

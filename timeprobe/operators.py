@@ -344,21 +344,22 @@ def slot_equations(ws, expr, k, B, margin, weight=None, name="ubuf"):
     return [Inc(grad, weight * buf[(j,) + x] * expr, implicit_dims=(c,)) for j, c in enumerate(conds)]
 
 
-def slot_forward_operator(ws, k, B, margin, illum=False):
+def slot_forward_operator(ws, k, B, margin, illum=False, sample=True):
     """Forward modelling that also writes every k-th ``u`` into ``B`` slots (:func:`slot_equations`).
 
     Run in chunks ``time_m = c·kB … time_M = (c+1)·kB − 1``: the modulo-buffered ``u`` continues
     from one call to the next, and after each call the slots hold that chunk's snapshots.
-    ``illum``: also ``illum += dt·u²``.
+    ``illum``: also ``illum += dt·u²``; ``sample=False``: no receivers (a re-run of a segment
+    whose traces are already known).
     """
     def make():
         u = ws.field("u")
-        eqs = propagation(ws, u, inject="src", sample="rec")
+        eqs = propagation(ws, u, inject="src", sample="rec" if sample else None)
         if illum:
             eqs += [Inc(ws.function("illum"), ws.dt_symbol * u * u)]
         eqs += slot_equations(ws, u, k, B, margin)
         return build_operator(ws, eqs, "ForwardSlots")
-    return ws.operator(("forward_slots", k, B, margin, illum), make)
+    return ws.operator(("forward_slots", k, B, margin, illum, sample), make)
 
 
 def slot_adjoint_operator(ws, k, B, margin, record=False):

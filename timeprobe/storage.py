@@ -67,7 +67,8 @@ from .compression import codec_for_bits
 from .geometry import grid_coordinates
 from .mpi import is_distributed
 from .probe_buffers import region_bounds
-from .operators import slot_adjoint_operator, slot_forward_operator, slot_gradient, snapshot_slots
+from .operators import (forward_operator, slot_adjoint_operator, slot_forward_operator, slot_gradient,
+                        snapshot_slots)
 from .probing import default_subsample
 from .propagators import adjoint_source_buffer
 from .utils import aligned_zeros
@@ -75,7 +76,8 @@ from .workspace import use_model
 
 __all__ = ["StorageOptions", "SnapshotStore", "STORAGE_NAMES", "DEFAULT_CHUNK", "stored_subsample",
            "stored_memory", "stored_buffers", "run_stored_forward", "run_stored_adjoint", "stored_margin",
-           "stored_bounds", "slot_sets", "OVERLAP"]
+           "stored_bounds", "slot_sets", "OVERLAP", "run_segmented_gradient", "segment_chunks",
+           "segment_memory"]
 
 #: snapshots per chunk (device slots B): one operator call per chunk (arguments processed once
 #: per run, :class:`~timeprobe.compat.WindowedRun`); the slots cost B·4·N_p bytes
@@ -116,6 +118,11 @@ class StorageOptions:
     tile : int or None
         Tile edge (points per axis) of the integer codecs' scales (None: 8 in 2D, 4 in 3D —
         64 points per float32 scale).
+    segments : int
+        ``S > 1``: checkpointed segments (:func:`run_segmented_gradient`) — the forward run keeps
+        only the wavefield at the start of each of ``S`` segments; the snapshots of one segment at
+        a time are stored, by re-running it from its start, just before the adjoint needs them.
+        One more forward run, for ``S`` states of 2 fields plus ``1/S`` of the snapshots.
 
     String shorthands (:meth:`parse`): ``"nyquist"``/``"nyquist16"``/``"nyquist8"`` (RAM, 32/16/8
     bit), ``"disk"``/``"disk16"``/``"disk8"``.
@@ -126,6 +133,7 @@ class StorageOptions:
     subsample: object = "auto"
     chunk: int = DEFAULT_CHUNK
     tile: int | None = None
+    segments: int = 1
 
     def __post_init__(self):
         if self.bits not in (32, 16, 8) or isinstance(self.bits, bool):
@@ -142,6 +150,7 @@ class StorageOptions:
         _check_int("storage chunk (snapshots per chunk)", self.chunk, 1)
         if self.tile is not None:
             _check_int("storage tile", self.tile, 1)
+        _check_int("storage segments", self.segments, 1)
 
     @classmethod
     def parse(cls, spec):
@@ -162,8 +171,9 @@ class StorageOptions:
 
     @property
     def name(self):
-        """``"nyquist8"``, ``"disk"``, … (the shorthand of bits and where)."""
-        return ("nyquist" if self.where == "ram" else "disk") + ("" if self.bits == 32 else str(self.bits))
+        """``"nyquist8"``, ``"disk"``, … (the shorthand of bits and where), ``"nyquist8 (6 segments)"``."""
+        name = ("nyquist" if self.where == "ram" else "disk") + ("" if self.bits == 32 else str(self.bits))
+        return name + (f" ({self.segments} segments)" if self.segments > 1 else "")
 
     @property
     def codec(self):
@@ -384,13 +394,7 @@ def run_stored_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, options
             work = np.empty(shape, dtype=np.float32)
             runs = [WindowedRun(op, chunks[0][1], chunks[-1][2], spare_core=nbuf > 1, src=src, rec=rec,
                                 ubuf=ubuf, dt=dt) for ubuf in ubufs]
-            with _CodecThread(nbuf) as codec:
-                # chunk i fills slot set i % nbuf while the codec thread encodes chunk i − 1
-                for i, (_, tm, tM, s0, n) in enumerate(chunks):
-                    j = i % nbuf
-                    codec.wait(j)  # slot set j encoded: free again
-                    runs[j](tm, tM)
-                    codec.submit(j, store.encode, s0, slots[j][:n], work)
+            _fill_store(runs, chunks, slots, store, work)
             illum = np.array(ws.function("illum").data) if illumination else None
             release(src, rec, *ubufs)
     except BaseException:
@@ -439,6 +443,145 @@ class _CodecThread:
             pending.result()
 
 
+def _fill_store(runs, chunks, slots, store, work, base=0):
+    """Run the forward ``chunks`` (in time order), encoding each chunk's slots into ``store`` as
+    snapshots ``s0 − base …``: chunk i fills slot set ``i % S`` while the codec thread encodes
+    chunk i − 1 (``runs``/``slots``: one :class:`WindowedRun` and slot array per set)."""
+    nbuf = len(runs)
+    with _CodecThread(nbuf) as codec:
+        for i, (_, tm, tM, s0, n) in enumerate(chunks):
+            j = i % nbuf
+            codec.wait(j)  # slot set j encoded: free again
+            runs[j](tm, tM)
+            codec.submit(j, store.encode, s0 - base, slots[j][:n], work)
+
+
+def _drain_store(runs, chunks, slots, store, base=0, after=None):
+    """Run the adjoint ``chunks`` (backwards in time, in the order given), each after its
+    snapshots ``s0 − base …`` are decoded from ``store`` into its slot set; with two sets the next
+    chunk is decoded while the operator runs. ``after(s0, n)`` is called after each chunk."""
+    nbuf = len(runs)
+    with _CodecThread(nbuf) as codec:
+        codec.submit(0, store.decode, chunks[0][3] - base, slots[0][:chunks[0][4]])
+        for i, (_, tm, tM, s0, n) in enumerate(chunks):
+            j = i % nbuf
+            codec.wait(j)  # chunk i decoded into slot set j
+            follow = chunks[i + 1] if i + 1 < len(chunks) else None
+            if follow is not None and nbuf > 1:
+                codec.submit(1 - j, store.decode, follow[3] - base, slots[1 - j][:follow[4]])
+            runs[j](tm, tM)
+            if follow is not None and nbuf == 1:
+                codec.submit(0, store.decode, follow[3] - base, slots[0][:follow[4]])
+            if after is not None:
+                after(s0, n)
+
+
+def segment_chunks(nt, k, B, segments):
+    """The chunks of :func:`_chunks` cut into ``min(segments, nchunks)`` consecutive segments of
+    whole chunks (as equal as they go)."""
+    chunks = _chunks(nt, k, B)
+    S = min(int(segments), len(chunks))
+    return [[chunks[i] for i in part] for part in np.array_split(np.arange(len(chunks)), S)]
+
+
+def segment_memory(options, shape, npad, nt, k):
+    """``(store, states)`` bytes of a segmented run (:func:`run_segmented_gradient`): the encoded
+    snapshots of its largest segment, and the wavefield states (2 fields per segment start, the
+    adjoint field's 3 time buffers; ``npad`` points per field: the padded grid with its halo)."""
+    nsnap = (nt - 1) // k + 1
+    B = min(options.chunk, nsnap)
+    segs = segment_chunks(nt, k, B, options.segments)
+    per = options.codec.nbytes(tuple(shape))
+    most = max(sum(c[4] for c in seg) for seg in segs)
+    store = most * per if options.where == "ram" else B * per
+    return store, (2 * len(segs) + 3) * 4 * int(npad)
+
+
+def run_segmented_gradient(model, src_coords, wavelet_c, rec_coords, dt, nt, options, k, adjoint_traces,
+                           layers=True):
+    """The stored gradient of one shot with checkpointed segments (``options.segments = S``).
+
+    1. A plain forward run over ``1 … nt−1`` keeps only ``u[t₀]`` and ``u[t₀ − 1]`` at the start
+       ``t₀`` of each segment (whole chunks, :func:`segment_chunks`), and the receiver traces.
+    2. ``y = adjoint_traces(traces, dt, nt)`` (as for :func:`run_stored_adjoint`'s caller).
+    3. For the segments from last to first: the forward is re-run over the segment from its saved
+       start (no receivers), its snapshots stored through ``options`` (the same codec, slots and
+       codec thread as :func:`run_stored_forward`), then the adjoint runs backwards over the
+       segment, continuing from where the previous (later) segment left it.
+
+    Every snapshot and every adjoint step is the one of :func:`run_stored_forward` followed by
+    :func:`run_stored_adjoint`, so the gradient is theirs exactly, for one more forward run and a
+    store of one segment. Returns ``(gradient on the padded grid, store stats, store bytes)``.
+    """
+    options = StorageOptions.parse(options)
+    if is_distributed():
+        raise NotImplementedError("stored snapshots (storage=...) do not run under Devito MPI yet: use ps=r "
+                                  "or full storage")
+    margin = stored_margin(model, layers)
+    shape = tuple(b - a for a, b in stored_bounds(model, layers))
+    nsnap = (nt - 1) // k + 1
+    B = min(options.chunk, nsnap)
+    segs = segment_chunks(nt, k, B, options.segments)
+    most = max(sum(c[4] for c in seg) for seg in segs)
+    with use_model(model) as ws, SnapshotStore(options.codec, shape, most, options.where,
+                                               options.directory) as store:
+        u = ws.field("u")
+        u.data[:] = 0
+        fields = u.data_with_halo.view(np.ndarray)  # the time buffers: u[n] in fields[n % nbuf_t]
+        nbuf_t = fields.shape[0]
+        src = ws.new_sparse("src", grid_coordinates(model, src_coords), wavelet_c, nt=nt + 1)
+        traces = np.zeros((nt + 1, len(rec_coords)), dtype=ws.dtype)
+        rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), nt=nt + 1, buffer=traces)
+        run = WindowedRun(forward_operator(ws), 1, nt - 1, src=src, rec=rec, dt=dt)
+        states = []
+        for seg in segs:
+            t0 = seg[0][1]
+            states.append(np.stack([fields[t0 % nbuf_t], fields[(t0 - 1) % nbuf_t]]))
+            run(t0, seg[-1][2])
+        release(rec)
+        y = adjoint_traces(traces[:nt], dt, nt)
+        del traces
+        buf = adjoint_source_buffer(y, nt) if y.dtype == ws.dtype else None
+        if buf is not None:
+            rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), nt=nt + 1, buffer=buf)
+        else:
+            rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), y, nt=nt + 1)
+        del y
+        nbuf = slot_sets(sum(len(seg) for seg in segs))
+        slots = [aligned_zeros(snapshot_slots(ws, B, margin).shape, ws.dtype) for _ in range(nbuf)]
+        ubufs = [_slot_view(ws, B, margin, a) for a in slots]
+        g_ph = slot_gradient(ws, margin)
+        g_region = aligned_zeros(g_ph.shape, ws.dtype)
+        grad_s = Function(name=g_ph.name, dimensions=g_ph.dimensions, shape=g_ph.shape, space_order=0,
+                          dtype=ws.dtype, **wrap_array(g_region))
+        fop = slot_forward_operator(ws, k, B, margin, sample=False)
+        aop = slot_adjoint_operator(ws, k, B, margin)
+        fruns = [WindowedRun(fop, 1, nt - 1, spare_core=nbuf > 1, src=src, ubuf=ub, dt=dt) for ub in ubufs]
+        aruns = [WindowedRun(aop, 1, nt - 1, spare_core=nbuf > 1, rec=rec, ubuf=ub, grad_s=grad_s, dt=dt)
+                 for ub in ubufs]
+        work = np.empty(shape, dtype=np.float32)
+        adjoint_state = None
+        for i in reversed(range(len(segs))):
+            seg, base = segs[i], segs[i][0][3]
+            if adjoint_state is not None:
+                np.copyto(adjoint_state, fields)  # the adjoint field after the later segments
+            t0 = seg[0][1]
+            fields[t0 % nbuf_t], fields[(t0 - 1) % nbuf_t] = states[i]
+            states[i] = None
+            _fill_store(fruns, seg, slots, store, work, base)
+            if adjoint_state is None:
+                fields[...] = 0  # v = 0 after the last step
+                adjoint_state = np.empty_like(fields)
+            else:
+                np.copyto(fields, adjoint_state)
+            _drain_store(aruns, seg[::-1], slots, store, base)
+        stats = dict(store.stats)
+        release(src, rec, grad_s, *ubufs)
+    grad = np.zeros(model.shape_padded, dtype=model.dtype)
+    grad[tuple(slice(a, b) for a, b in region_bounds(model.shape_padded, margin))] = g_region
+    return grad, stats, store.stored_bytes
+
+
 def _slot_view(ws, B, margin, array, name="ubuf"):
     ph = snapshot_slots(ws, B, margin, name)
     return Function(name=ph.name, dimensions=ph.dimensions, shape=ph.shape, space_order=0, dtype=ws.dtype,
@@ -477,20 +620,8 @@ def run_stored_adjoint(model, rec_coords, residual_c, dt, nt, store, record=None
         ws.field("u").data[:] = 0
         runs = [WindowedRun(op, chunks[-1][1], chunks[0][2], spare_core=nbuf > 1, ubuf=ubuf, **kwargs)
                 for ubuf in ubufs]
-        with _CodecThread(nbuf) as codec:
-            # the chunks run backwards; with two slot sets the next one is decoded meanwhile
-            codec.submit(0, store.decode, chunks[0][3], slots[0][:chunks[0][4]])
-            for i, (_, tm, tM, s0, n) in enumerate(chunks):
-                j = i % nbuf
-                codec.wait(j)  # chunk i decoded into slot set j
-                follow = chunks[i + 1] if i + 1 < len(chunks) else None
-                if follow is not None and nbuf > 1:
-                    codec.submit(1 - j, store.decode, follow[3], slots[1 - j][:follow[4]])
-                runs[j](tm, tM)
-                if follow is not None and nbuf == 1:
-                    codec.submit(0, store.decode, follow[3], slots[0][:follow[4]])
-                if record is not None:
-                    record.encode(s0, vslots[:n])
+        _drain_store(runs, chunks, slots, store,
+                     after=None if record is None else (lambda s0, n: record.encode(s0, vslots[:n])))
         release(rec, kwargs["grad_s"], kwargs.get("vbuf"), *ubufs)
     grad = np.zeros(model.shape_padded, dtype=model.dtype)
     grad[tuple(slice(a, b) for a, b in region_bounds(model.shape_padded, margin))] = g_region
