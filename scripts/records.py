@@ -100,8 +100,11 @@ def command(argv=None):
 
 
 def dirty():
-    """Whether tracked files differ from the commit (None outside a git checkout)."""
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    """Whether tracked files differ from the commit (None outside a git checkout), the history
+    itself left out: the records appended by earlier runs would otherwise mark every later run of
+    a session as made from uncommitted code."""
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                  f":(exclude){HISTORY.relative_to(ROOT).as_posix()}")
     return None if status is None else bool(status)
 
 

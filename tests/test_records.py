@@ -166,3 +166,21 @@ def test_generated_tables_name_their_record(tmp_path, monkeypatch):
     assert (f"at commit {rec['commit']}" if rec["commit"] else "unknown commit") in header
     unrecorded = bg.table_header(m, bg.raw_numbers(None, tmp_path / "g.json", "table"))
     assert "not recorded in the history" in unrecorded and "dated" not in unrecorded
+
+
+def test_dirty_ignores_the_history_itself():
+    """Appending records to the history does not make the checkout count as modified code; any
+    other tracked change does (the git pathspec that leaves the history out is in the command)."""
+    import records
+    calls = []
+
+    def fake_git(*args):
+        calls.append(args)
+        return ""
+    original = records._git
+    records._git = fake_git
+    try:
+        assert records.dirty() is False
+    finally:
+        records._git = original
+    assert any(a.startswith(":(exclude)") and a.endswith("benchmarks/history.jsonl") for a in calls[0])
