@@ -76,6 +76,7 @@ def test_plan_picks_the_most_accurate_that_fits():
     assert seg.predicted_bytes <= 5.0 * MIB < min(strategy_memory(SIZES, "stored", storage=StorageOptions(bits=8, chunk=B))
                                                 for B in (8, 4, 2, 1))
     assert plan(SIZES, 5.0, stored=False).strategy == "probe"
+    assert plan(SIZES, 5.0, segments=False).strategy == "probe"  # rtm: every snapshot stored
     rs = [r for s, r in order if s == "probe"]
     assert rs == sorted(rs, reverse=True) and rs[0] <= 150 and rs[-1] >= 1
     # the largest r that fits: one more probe would not

@@ -259,6 +259,9 @@ def test_segments_give_the_stored_gradient(case, bits):
     assert store == most * seg.codec.nbytes((10, 10)) and states == (2 * 3 + 3) * 4 * 1000
     with pytest.raises(ValueError, match="segments"):
         StorageOptions(segments=0)
+    # runs that store every snapshot (rtm's image) refuse segments instead of ignoring them
+    with pytest.raises(ValueError, match="segments=3"):
+        tp.rtm(model0, q, d, storage=seg, ic="as")
 
 
 def test_windowed_run_spares_a_core():

@@ -187,13 +187,14 @@ def _segmented(sizes, bits, tile, consider):
     return found
 
 
-def plan(sizes, budget_mb, allow_disk=False, samples=0, block=None, tile=None, stored=True):
+def plan(sizes, budget_mb, allow_disk=False, samples=0, block=None, tile=None, stored=True, segments=True):
     """The most accurate strategy whose working memory fits ``budget_mb`` MiB (module docstring).
 
     ``sizes`` from :func:`gradient_sizes`; ``allow_disk``: False, True (system temp folder) or an
     existing folder for the snapshot files; ``samples``: points of the probing's accuracy estimate
     (counted in its memory; ``True``: :func:`estimate_samples`); ``stored=False``: full storage or
-    probing only. Raises ``ValueError`` naming the smallest need when nothing fits."""
+    probing only; ``segments=False``: no checkpointed segments (:func:`timeprobe.rtm` stores every
+    snapshot). Raises ``ValueError`` naming the smallest need when nothing fits."""
     budget = _check_budget(budget_mb) * MIB
     if samples is True:
         samples = estimate_samples(sizes, budget)
@@ -222,7 +223,7 @@ def plan(sizes, budget_mb, allow_disk=False, samples=0, block=None, tile=None, s
             if found is not None:
                 found.strategy = opts.name
                 break
-    for bits in (32, 16, 8) if stored and found is None else ():
+    for bits in (32, 16, 8) if stored and segments and found is None else ():
         found = _segmented(sizes, bits, tile, consider)
         if found is not None:
             break

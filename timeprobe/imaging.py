@@ -735,7 +735,8 @@ def rtm(model, q, d, ps=None, ic="isic", illumination=True, mode="QR", seed=None
         g = gathers(model, q, d, ps=ps, offsets=offsets, axis="x", **kw)
         return g.image[0], g.illumination
     ps, storage, chosen = choose_strategy(model, q, d, ps, storage, budget_mb, allow_disk,
-                                          return_info and ic == "as", block, stored=ic != "isic", layers=False)
+                                          return_info and ic == "as", block, stored=ic != "isic", layers=False,
+                                          segments=False)
     # images are restricted to the physical domain: probe fields skip the absorbing layers
     opts = ProbingOptions(ps=ps, mode=mode, subsample=subsample, method=method, block=block,
                           probe_kwargs=probe_kwargs, sum_padding=False, storage=storage)

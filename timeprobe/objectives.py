@@ -255,11 +255,12 @@ def _check_probe_data(probe_data, d):
 
 
 def choose_strategy(model, q, d, ps, storage, budget_mb, allow_disk, return_info=False, block=None, stored=True,
-                    layers=True):
+                    layers=True, segments=True):
     """Validated ``(ps, storage, plan)`` from the user's ``ps``/``storage``/``budget_mb``.
 
     ``plan`` is the :class:`timeprobe.budget.Plan` of ``budget_mb`` (else None); ``stored=False``
-    leaves the storage strategies out of the budget's candidates (imaging conditions they lack);
+    leaves the storage strategies out of the budget's candidates (imaging conditions they lack),
+    ``segments=False`` the checkpointed segments (callers that store every snapshot);
     ``layers``: the gradient sums the absorbing layers (``sum_padding``, sizes of
     :func:`timeprobe.budget.gradient_sizes`)."""
     storage = StorageOptions.parse(storage)
@@ -272,7 +273,7 @@ def choose_strategy(model, q, d, ps, storage, budget_mb, allow_disk, return_info
     if ps is not None or storage is not None:
         raise ValueError("budget_mb chooses the strategy itself: leave ps and storage unset")
     chosen = plan(gradient_sizes(model, q, d, layers), budget_mb, allow_disk=allow_disk, samples=bool(return_info),
-                  block=block, stored=stored)
+                  block=block, stored=stored, segments=segments)
     return chosen.ps, chosen.storage, chosen
 
 

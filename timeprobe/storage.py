@@ -372,6 +372,10 @@ def run_stored_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, options
     if is_distributed():
         raise NotImplementedError("stored snapshots (storage=...) do not run under Devito MPI yet: use ps=r "
                                   "or full storage")
+    if options.segments > 1:
+        raise ValueError(f"storage with segments={options.segments}: checkpointed segments run in gradients "
+                         "(fwi_objective, jacobian_adjoint: run_segmented_gradient); this run stores every "
+                         "snapshot, use segments=1")
     margin = stored_margin(model, layers)
     shape = tuple(b - a for a, b in stored_bounds(model, layers))
     nsnap = (nt - 1) // k + 1
