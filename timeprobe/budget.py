@@ -61,7 +61,7 @@ from .accuracy import DEFAULT_SAMPLES, sampling_memory
 from .geometry import computational_axis, to_computational
 from .probe_buffers import region_shape
 from .probing import DEFAULT_BLOCK, default_subsample
-from .storage import StorageOptions, segment_chunks, segment_memory, stored_bounds, stored_buffers
+from .storage import StorageOptions, chunk_count, segment_memory, stored_bounds, stored_buffers
 
 __all__ = ["Plan", "gradient_sizes", "strategy_memory", "plan", "estimate_samples", "MIB", "MIN_SAMPLES",
            "BASELINE_SLACK", "PAYLOAD_MARGIN", "FIXED_MARGIN"]
@@ -171,7 +171,7 @@ def _segmented(sizes, bits, tile, consider):
     ``_CHUNKS`` and ``S = 2 … 64`` segments, offered to ``consider``; its Plan or None."""
     best = None
     for B in _CHUNKS:
-        nchunks = len(segment_chunks(sizes["nt"], sizes["k"], min(B, _nsub(sizes["nt"], sizes["k"])), 10 ** 9))
+        nchunks = chunk_count(sizes["nt"], sizes["k"], min(B, _nsub(sizes["nt"], sizes["k"])))
         for S in range(2, min(64, nchunks) + 1):
             opts = StorageOptions(bits=bits, chunk=B, segments=S, **({} if tile is None else dict(tile=tile)))
             need = strategy_memory(sizes, "stored", storage=opts)

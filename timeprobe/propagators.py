@@ -44,7 +44,7 @@ from .probe_buffers import (FLUSH_TIME, buffer_view, new_buffer, probe_layout, r
 from .workspace import use_model
 
 __all__ = ["forward", "adjoint", "born", "born_adjoint", "run_forward", "run_adjoint", "run_born",
-           "check_inputs", "check_dm", "computational_axis", "adjoint_source_buffer"]
+           "check_inputs", "check_dm", "computational_axis", "adjoint_source_buffer", "adjoint_receivers"]
 
 
 # --------------------------------------------------------------------------- validation
@@ -156,6 +156,15 @@ def adjoint_source_buffer(residual_c, nt):
     return None
 
 
+def adjoint_receivers(ws, model, rec_coords, residual_c, nt):
+    """The receivers of an adjoint run injecting ``residual_c`` (nt, nrec): on the buffer behind it
+    where it is one (:func:`adjoint_source_buffer`, no copy), else on a copy of it."""
+    buf = adjoint_source_buffer(residual_c, nt) if residual_c.dtype == ws.dtype else None
+    if buf is not None:
+        return ws.new_sparse("rec", grid_coordinates(model, rec_coords), nt=nt + 1, buffer=buf)
+    return ws.new_sparse("rec", grid_coordinates(model, rec_coords), residual_c, nt=nt + 1)
+
+
 def run_adjoint(model, rec_coords, residual_c, dt, nt, src_coords=None, usave=None,
                 probing=None, ubar=None, ic="as", restore_ubar=True):
     """Back-propagate receiver traces ``residual_c`` (nt, nrec) on the computational axis.
@@ -168,11 +177,7 @@ def run_adjoint(model, rec_coords, residual_c, dt, nt, src_coords=None, usave=No
     is restored afterwards unless ``restore_ubar=False`` (for callers that drop ū anyway).
     """
     with use_model(model) as ws:
-        buf = adjoint_source_buffer(residual_c, nt) if residual_c.dtype == ws.dtype else None
-        if buf is not None:
-            rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), nt=nt + 1, buffer=buf)
-        else:
-            rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), residual_c, nt=nt + 1)
+        rec = adjoint_receivers(ws, model, rec_coords, residual_c, nt)
         kwargs = dict(rec=rec, dt=dt, time_m=1, time_M=nt - 1)
         srca = None
         if src_coords is not None:

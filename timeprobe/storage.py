@@ -70,14 +70,14 @@ from .probe_buffers import region_bounds
 from .operators import (forward_operator, slot_adjoint_operator, slot_forward_operator, slot_gradient,
                         snapshot_slots)
 from .probing import default_subsample
-from .propagators import adjoint_source_buffer
+from .propagators import adjoint_receivers
 from .utils import aligned_zeros
 from .workspace import use_model
 
 __all__ = ["StorageOptions", "SnapshotStore", "STORAGE_NAMES", "DEFAULT_CHUNK", "stored_subsample",
            "stored_memory", "stored_buffers", "run_stored_forward", "run_stored_adjoint", "stored_margin",
            "stored_bounds", "slot_sets", "OVERLAP", "run_segmented_gradient", "segment_chunks",
-           "segment_memory"]
+           "segment_memory", "chunk_count"]
 
 #: snapshots per chunk (device slots B): one operator call per chunk (arguments processed once
 #: per run, :class:`~timeprobe.compat.WindowedRun`); the slots cost B·4·N_p bytes
@@ -210,7 +210,7 @@ def stored_buffers(options, shape, nt, k):
     B = min(options.chunk, nsnap)
     per = options.codec.nbytes(tuple(shape))
     store = nsnap * per if options.where == "ram" else B * per
-    return store, (slot_sets(len(_chunks(nt, k, B))) * B + 2) * 4 * n_p
+    return store, (slot_sets(chunk_count(nt, k, B)) * B + 2) * 4 * n_p
 
 
 def stored_memory(options, shape, nt, k):
@@ -390,8 +390,7 @@ def run_stored_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, options
             op = slot_forward_operator(ws, k, B, margin, illum=illumination)
             chunks = _chunks(nt, k, B)
             nbuf = slot_sets(len(chunks))
-            slots = [aligned_zeros(snapshot_slots(ws, B, margin).shape, ws.dtype) for _ in range(nbuf)]
-            ubufs = [_slot_view(ws, B, margin, a) for a in slots]
+            slots, ubufs = _new_slots(ws, B, margin, nbuf)
             ws.field("u").data[:] = 0
             if illumination:
                 ws.function("illum").data[:] = 0
@@ -480,6 +479,11 @@ def _drain_store(runs, chunks, slots, store, base=0, after=None):
                 after(s0, n)
 
 
+def chunk_count(nt, k, B):
+    """Chunks of ``B`` snapshots (every k-th of ``nt`` steps) a stored run makes."""
+    return len(_chunks(nt, k, B))
+
+
 def segment_chunks(nt, k, B, segments):
     """The chunks of :func:`_chunks` cut into ``min(segments, nchunks)`` consecutive segments of
     whole chunks (as equal as they go)."""
@@ -545,19 +549,11 @@ def run_segmented_gradient(model, src_coords, wavelet_c, rec_coords, dt, nt, opt
         release(rec)
         y = adjoint_traces(traces[:nt], dt, nt)
         del traces
-        buf = adjoint_source_buffer(y, nt) if y.dtype == ws.dtype else None
-        if buf is not None:
-            rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), nt=nt + 1, buffer=buf)
-        else:
-            rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), y, nt=nt + 1)
+        rec = adjoint_receivers(ws, model, rec_coords, y, nt)
         del y
         nbuf = slot_sets(sum(len(seg) for seg in segs))
-        slots = [aligned_zeros(snapshot_slots(ws, B, margin).shape, ws.dtype) for _ in range(nbuf)]
-        ubufs = [_slot_view(ws, B, margin, a) for a in slots]
-        g_ph = slot_gradient(ws, margin)
-        g_region = aligned_zeros(g_ph.shape, ws.dtype)
-        grad_s = Function(name=g_ph.name, dimensions=g_ph.dimensions, shape=g_ph.shape, space_order=0,
-                          dtype=ws.dtype, **wrap_array(g_region))
+        slots, ubufs = _new_slots(ws, B, margin, nbuf)
+        g_region, grad_s = _new_gradient(ws, margin)
         fop = slot_forward_operator(ws, k, B, margin, sample=False)
         aop = slot_adjoint_operator(ws, k, B, margin)
         fruns = [WindowedRun(fop, 1, nt - 1, spare_core=nbuf > 1, src=src, ubuf=ub, dt=dt) for ub in ubufs]
@@ -581,9 +577,28 @@ def run_segmented_gradient(model, src_coords, wavelet_c, rec_coords, dt, nt, opt
             _drain_store(aruns, seg[::-1], slots, store, base)
         stats = dict(store.stats)
         release(src, rec, grad_s, *ubufs)
+    return _padded(model, margin, g_region), stats, store.stored_bytes
+
+
+def _new_slots(ws, B, margin, nbuf):
+    """``nbuf`` sets of ``B`` zeroed float32 slots on the stored region, and their Functions."""
+    slots = [aligned_zeros(snapshot_slots(ws, B, margin).shape, ws.dtype) for _ in range(nbuf)]
+    return slots, [_slot_view(ws, B, margin, a) for a in slots]
+
+
+def _new_gradient(ws, margin):
+    """The chunked adjoint's gradient on the stored region: a zeroed array and its Function."""
+    g_ph = slot_gradient(ws, margin)
+    g_region = aligned_zeros(g_ph.shape, ws.dtype)
+    return g_region, Function(name=g_ph.name, dimensions=g_ph.dimensions, shape=g_ph.shape, space_order=0,
+                              dtype=ws.dtype, **wrap_array(g_region))
+
+
+def _padded(model, margin, g_region):
+    """``g_region`` (the stored region) placed in a zero gradient on the padded grid."""
     grad = np.zeros(model.shape_padded, dtype=model.dtype)
     grad[tuple(slice(a, b) for a, b in region_bounds(model.shape_padded, margin))] = g_region
-    return grad, stats, store.stored_bytes
+    return grad
 
 
 def _slot_view(ws, B, margin, array, name="ubuf"):
@@ -601,32 +616,23 @@ def run_stored_adjoint(model, rec_coords, residual_c, dt, nt, store, record=None
     """
     k, B, margin = store.k, store.chunk, store.margin
     with use_model(model) as ws:
-        buf = adjoint_source_buffer(residual_c, nt) if residual_c.dtype == ws.dtype else None
-        if buf is not None:  # the forward's traces overwritten by the adjoint source: no copy
-            rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), nt=nt + 1, buffer=buf)
-        else:
-            rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), residual_c, nt=nt + 1)
+        # the forward's traces overwritten by the adjoint source are injected without a copy
+        rec = adjoint_receivers(ws, model, rec_coords, residual_c, nt)
         op = slot_adjoint_operator(ws, k, B, margin, record=record is not None)
         chunks = _chunks(nt, k, B)[::-1]
         nbuf = slot_sets(len(chunks))
-        slots = [aligned_zeros(snapshot_slots(ws, B, margin).shape, ws.dtype) for _ in range(nbuf)]
-        ubufs = [_slot_view(ws, B, margin, a) for a in slots]
+        slots, ubufs = _new_slots(ws, B, margin, nbuf)
         kwargs = dict(rec=rec, dt=dt)
         if record is not None:
             if record.nsnap != store.nsnap:
                 raise ValueError(f"record store holds {record.nsnap} snapshots, the run has {store.nsnap}")
             vslots = aligned_zeros(slots[0].shape, ws.dtype)
             kwargs["vbuf"] = _slot_view(ws, B, margin, vslots, "vbuf")
-        g_ph = slot_gradient(ws, margin)
-        g_region = aligned_zeros(g_ph.shape, ws.dtype)
-        kwargs["grad_s"] = Function(name=g_ph.name, dimensions=g_ph.dimensions, shape=g_ph.shape,
-                                    space_order=0, dtype=ws.dtype, **wrap_array(g_region))
+        g_region, kwargs["grad_s"] = _new_gradient(ws, margin)
         ws.field("u").data[:] = 0
         runs = [WindowedRun(op, chunks[-1][1], chunks[0][2], spare_core=nbuf > 1, ubuf=ubuf, **kwargs)
                 for ubuf in ubufs]
         _drain_store(runs, chunks, slots, store,
                      after=None if record is None else (lambda s0, n: record.encode(s0, vslots[:n])))
         release(rec, kwargs["grad_s"], kwargs.get("vbuf"), *ubufs)
-    grad = np.zeros(model.shape_padded, dtype=model.dtype)
-    grad[tuple(slice(a, b) for a, b in region_bounds(model.shape_padded, margin))] = g_region
-    return grad
+    return _padded(model, margin, g_region)
