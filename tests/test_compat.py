@@ -200,3 +200,61 @@ def test_aligned_zeros_small_and_huge_page_buffers():
     big[-1, -1] = 3.0
     assert big.sum() == 3.0
     assert aligned_zeros((3,), np.int8).dtype == np.int8
+
+
+def _blas_threads():
+    from threadpoolctl import threadpool_info
+    return sorted({lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"})
+
+
+def test_serial_blas_limits_and_restores():
+    """Inside ``serial_blas`` (block or decorator, nested) every BLAS library runs one thread;
+    the caller's thread counts come back on exit, also after an exception."""
+    from threadpoolctl import threadpool_limits
+    from timeprobe.utils import serial_blas
+
+    @serial_blas()
+    def inner():
+        return _blas_threads()
+
+    with threadpool_limits(2, user_api="blas"):
+        assert _blas_threads() == [2]
+        with serial_blas():
+            assert _blas_threads() == [1]
+            assert inner() == [1]
+            assert _blas_threads() == [1]
+        assert _blas_threads() == [2]
+        assert inner() == [1] and _blas_threads() == [2]
+        with pytest.raises(RuntimeError):
+            with serial_blas():
+                raise RuntimeError("boom")
+        assert _blas_threads() == [2]
+
+
+def test_operators_run_with_serial_blas(small_case, monkeypatch):
+    """The public functions that run operators (modelling, objectives, images, the probe design
+    before a probed forward run) hold BLAS to one thread while the operators run: OpenBLAS's
+    threads would otherwise spin beside Devito's OpenMP threads after the probe design."""
+    from threadpoolctl import threadpool_limits
+    import timeprobe.imaging as imaging
+    import timeprobe.objectives as objectives
+    import timeprobe as tp
+    import timeprobe.propagators as propagators
+
+    model, model0, q, rec_geom, d = small_case
+    seen = []
+
+    def spy(real):
+        def run(*args, **kwargs):
+            seen.append(_blas_threads())
+            return real(*args, **kwargs)
+        return run
+
+    for mod in (propagators, objectives, imaging):
+        monkeypatch.setattr(mod, "run_forward", spy(propagators.run_forward))
+    with threadpool_limits(2, user_api="blas"):
+        tp.forward(model0, q[0], rec_geom[0])
+        tp.fwi_objective(model0, q[0], d[0], ps=4, seed=0)
+        tp.gathers(model0, q[0], d[0], ps=4, offsets=[0.0], ic="as", seed=0)
+        assert _blas_threads() == [2]
+    assert len(seen) >= 3 and all(s == [1] for s in seen), seen

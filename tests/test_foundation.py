@@ -21,6 +21,23 @@ def test_resampling_round_trip():
     assert np.linalg.norm(fine[20:-20] - exact[20:-20]) / np.linalg.norm(exact) <= 1e-3
 
 
+@pytest.mark.parametrize("dt_in, dt_out, rows", [(2.0, 2.142, 32), (4.0, 0.7, 5), (1.3, 1.3, 32)])
+def test_banded_rows_equal_the_sparse_product(dt_in, dt_out, rows):
+    """The resampling matrix applied by dense row blocks (BLAS) equals its sparse product, and its
+    transpose's, to float64 round-off, for down- and up-sampling and the identity; float32 traces
+    are computed in float64."""
+    from timeprobe.geometry import BandedRows, resampling_operator
+    t_in, t_out = dt_in * np.arange(173), 3.0 + dt_out * np.arange(int(220 / dt_out))
+    R = resampling_operator(t_in, t_out)
+    x = np.random.default_rng(1).standard_normal((len(t_in), 5))
+    y = np.random.default_rng(2).standard_normal((len(t_out), 5))
+    for M, v in ((R, x), (R.T, y)):
+        out = BandedRows(M, rows=rows).apply(v, np.full((M.shape[0], 5), np.nan))
+        np.testing.assert_allclose(out, M @ v, rtol=0, atol=1e-12 * np.abs(M @ v).max())
+    out32 = BandedRows(R, rows=rows).apply(x.astype(np.float32), np.empty((R.shape[0], 5)))
+    np.testing.assert_allclose(out32, R @ x.astype(np.float32).astype(np.float64), rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("name,shape", [("overthrust_2D.h5", (801, 207)), ("overthrust_small.h5", (401, 121))])
 def test_from_h5(shared_dir, name, shape):
     model = tp.Model.from_h5(shared_dir / "models" / name, key="m")

@@ -219,21 +219,27 @@ def test_imaging_factors_multiply_to_the_imaging_condition(ic):
         imaging_factors(ic, u, "w", ws.space_dims)
 
 
-@pytest.mark.parametrize("shifts", [[0], [-2, 0, 3], list(range(-9, 10))], ids=["one", "few", "band"])
-def test_shifted_correlation_matches_brute_force(shifts):
-    """The probed correlation (point-wise for few offsets, banded BLAS products for many) equals
-    a loop over points, offsets and factors, with zero outside the axis."""
+@pytest.mark.parametrize("shifts, lead, n, cmax", [
+    ([0], (7,), 50, 1 << 19), ([-2, 0, 3], (7,), 50, 1 << 19), (list(range(-9, 10)), (7,), 50, 1 << 19),
+    (list(range(-9, 10)), (7,), 51, 1 << 19), ([-8, -5, -1, 0, 2, 3, 4, 7], (7,), 51, 1 << 19),
+    (list(range(-6, 7)), (3, 4), 37, 500)],
+    ids=["one", "few", "band", "band-odd-n", "band-gaps", "band-3d-chunked"])
+def test_shifted_correlation_matches_brute_force(shifts, lead, n, cmax):
+    """The probed correlation (point-wise for few offsets, banded BLAS products over the rows of
+    each parity for many, in passes over the leading axis when ``cmax`` is small) equals a loop
+    over points, offsets and factors, with zero outside the axis."""
     rng = np.random.default_rng(0)
-    n, nz, k = 50, 7, 6
-    A = [rng.standard_normal((nz, n, k)).astype(np.float32) for _ in range(2)]
-    B = [rng.standard_normal((nz, n, k)).astype(np.float32) for _ in range(2)]
-    G = np.zeros((len(shifts), nz, n), np.float32)
-    shifted_correlation(G, A, B, shifts, tile=8)
+    k = 6
+    A = [rng.standard_normal(lead + (n, k)).astype(np.float32) for _ in range(2)]
+    B = [rng.standard_normal(lead + (n, k)).astype(np.float32) for _ in range(2)]
+    G = np.zeros((len(shifts),) + lead + (n,), np.float32)
+    shifted_correlation(G, A, B, shifts, tile=8, cmax=cmax)
     ref = np.zeros(G.shape)
     for j, s in enumerate(shifts):
         for x in range(n):
             if 0 <= x - s < n and 0 <= x + s < n:
-                ref[j, :, x] = -sum((a[:, x - s].astype(np.float64) * b[:, x + s]).sum(-1) for a, b in zip(A, B))
+                ref[j, ..., x] = -sum((a[..., x - s, :].astype(np.float64) * b[..., x + s, :]).sum(-1)
+                                      for a, b in zip(A, B))
     assert np.abs(ref).max() > 1
     np.testing.assert_allclose(G, ref, atol=1e-5)
 

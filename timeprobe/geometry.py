@@ -326,6 +326,38 @@ def resampling_operator(t_in, t_out):
     return sp.csr_matrix((vals, (rows, cols)), shape=(len(t_out), len(t_in)))
 
 
+class BandedRows:
+    """A resampling matrix as dense blocks of rows over the input samples they reach.
+
+    A windowed-sinc matrix has about 2·L nonzeros per row in a band that drifts along the
+    diagonal. A sparse product with many traces runs at a few GFlop/s; cut into blocks of
+    ``rows`` rows, each a dense ``rows × (rows·dt_out/dt_in + 2L)`` matrix, it is a few BLAS
+    products (about twice the arithmetic, many times faster: 15 ms → 2 ms per gather run's
+    three resamplings of a 401-trace 4 s record, on the 2-core VM). ``R @ X`` is computed in
+    float64 whatever ``X``'s precision.
+    """
+
+    def __init__(self, R, rows=32):
+        R = sp.csr_matrix(R)
+        self.shape = R.shape
+        self.blocks = []
+        for r0 in range(0, R.shape[0], rows):
+            sub = R[r0:r0 + rows]
+            if sub.nnz:
+                c0, c1 = int(sub.indices.min()), int(sub.indices.max()) + 1
+                self.blocks.append((r0, r0 + sub.shape[0], c0, c1, sub[:, c0:c1].toarray()))
+
+    def apply(self, x, out):
+        """``out[:] = R @ x`` (``x`` (n_in, k), ``out`` (n_out, k), any float dtypes)."""
+        covered = 0
+        for r0, r1, c0, c1, D in self.blocks:
+            out[covered:r0] = 0
+            out[r0:r1] = D @ x[c0:c1].astype(np.float64)
+            covered = r1
+        out[covered:] = 0
+        return out
+
+
 _AXES_CACHE = {}
 
 
@@ -344,8 +376,8 @@ def resample(traces, t_in, t_out):
     if R is None:
         if len(_AXES_CACHE) > 16:
             _AXES_CACHE.clear()
-        R = _AXES_CACHE[key] = resampling_operator(t_in, t_out)
-    y = (R @ x.astype(np.float64)).astype(working_dtype(traces))
+        R = _AXES_CACHE[key] = BandedRows(resampling_operator(t_in, t_out))
+    y = R.apply(x, np.empty((R.shape[0], x.shape[1]), dtype=working_dtype(traces)))
     return y[:, 0] if squeeze else y
 
 
@@ -363,35 +395,27 @@ _R_CACHE = {}
 
 
 def _resampler(t0_in, dt_in, nt_in, t0_out, dt_out, nt_out, transpose=False):
-    """The (cached) resampling matrix between two uniform axes, or its transpose (CSR)."""
+    """The (cached) resampling matrix between two uniform axes, or its transpose (:class:`BandedRows`)."""
     key = tuple(round(v, 9) for v in (t0_in, dt_in, nt_in, t0_out, dt_out, nt_out)) + (transpose,)
     R = _R_CACHE.get(key)
     if R is None:
         if len(_R_CACHE) > 64:
             _R_CACHE.clear()
         R = resampling_operator(t0_in + dt_in * np.arange(nt_in), t0_out + dt_out * np.arange(nt_out))
-        R = _R_CACHE[key] = (R.T if transpose else R).tocsr()
+        R = _R_CACHE[key] = BandedRows(R.T if transpose else R)
     return R
 
 
-_CHUNK = 256  # traces per resampling product: its float64 temporaries stay small
-
-
 def _apply(R, traces, out=None, dtype=np.float32):
-    """``R @ traces`` in float64 arithmetic, stored as ``dtype`` (into ``out`` if given).
-
-    Done a few traces at a time: a whole-record float64 temporary would be several times the
-    record itself and would count in the gradient's peak memory.
-    """
+    """``R @ traces`` in float64 arithmetic, stored as ``dtype`` (into ``out`` if given); the
+    float64 temporaries are one block of rows (:class:`BandedRows`), never a whole record."""
     traces = np.asarray(traces)
     if out is None:
         out = np.empty((R.shape[0],) + traces.shape[1:], dtype=dtype)
     if traces.ndim == 1:
-        out[:] = R @ traces.astype(np.float64)
+        R.apply(traces[:, None], out[:, None])
         return out
-    for j in range(0, traces.shape[1], _CHUNK):
-        out[:, j:j + _CHUNK] = R @ traces[:, j:j + _CHUNK].astype(np.float64)
-    return out
+    return R.apply(traces, out)
 
 
 def to_computational(traces, geometry, dt, nt, out=None, dtype=np.float32):

@@ -61,6 +61,7 @@ from .mpi import is_distributed
 from .objectives import fwi_objective
 from .optimize import (ModelMask, OptimizerState, ScaledObjective, ShotBatches, detect_water_rows, lbfgs, spg)
 from .preprocessing import bandpass, delay
+from .utils import serial_blas
 
 __all__ = ["fwi", "FWIResult", "frequency_bands"]
 
@@ -238,6 +239,7 @@ def _check_iterations(iters, bands_run, counters, messages, band_list):
                              f"later ones can get more iterations")
 
 
+@serial_blas()
 def fwi(model0, q, d, *, bands=None, iterations=10, batch=None, ps=None, mode="QR", seed=0, vmin=None,
         vmax=None, water=None, optimizer="spg", memory=None, budget_mb=None, client=None, out=None,
         resume=False, progress=True, plots=True, true_model=None, filter_order=4, callback=None):

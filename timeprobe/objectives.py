@@ -51,12 +51,14 @@ from .probing import ProbingOptions, probes_for_shot, shot_generators
 from .propagators import check_inputs, run_adjoint, run_forward
 from .storage import (StorageOptions, run_segmented_gradient, run_stored_adjoint, run_stored_forward,
                       stored_subsample)
+from .utils import serial_blas
 
 __all__ = ["fwi_objective", "jacobian_adjoint", "shot_objective", "shot_gradient", "to_physical",
            "choose_strategy", "strategy_info", "shot_infos"]
 
 
 # --------------------------------------------------------------------------- one shot
+@serial_blas()
 def shot_gradient(model, q, rec_geometry, adjoint_traces, opts, rng=None, probe_data=None, info=None):
     """Forward (storing or probing the wavefield), then the adjoint driven by ``adjoint_traces``.
 
@@ -121,6 +123,7 @@ def shot_gradient(model, q, rec_geometry, adjoint_traces, opts, rng=None, probe_
     return grad, dt
 
 
+@serial_blas()
 def shot_objective(model, q, d, opts, rng=None, info=None, probe_data=None):
     """Misfit and gradient (padded grid) of one shot — the unit of parallel work.
 
@@ -158,6 +161,7 @@ def to_physical(model, g_pad, sum_padding=True):
     return (model.pad_adjoint(g_pad) if sum_padding else model.unpad(g_pad)).astype(model.dtype)
 
 
+@serial_blas()
 def fwi_objective(model, q, d, ps=None, mode="QR", seed=None, *, storage=None, budget_mb=None, allow_disk=False,
                   return_info=False, probe_data=None, subsample="auto", method="blocked", block=None,
                   probe_kwargs=None, sum_padding=True, client=None, progress=False):
@@ -363,6 +367,7 @@ def _shots(nshots, progress, desc="shots"):
     return tqdm(range(nshots), desc=desc, leave=False)
 
 
+@serial_blas()
 def jacobian_adjoint(model, q, dd, ps=None, mode="QR", seed=None, *, probe_data=None, storage=None,
                      budget_mb=None, allow_disk=False, return_info=False, subsample="auto", method="blocked",
                      block=None, probe_kwargs=None, sum_padding=True, progress=False):

@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .utils import serial_blas
+
 __all__ = ["spg", "lbfgs", "lbfgsb", "OptimizeResult", "OptimizerState", "project", "slowness_bounds", "ModelMask",
            "water_mask", "detect_water_rows", "ScaledObjective", "ShotBatches"]
 
@@ -277,6 +279,7 @@ class OptimizerState:
 
 
 # --------------------------------------------------------------------------- SPG
+@serial_blas()
 def spg(fun, x0, lower=None, upper=None, *, maxiter=20, memory=3, suff_dec=1e-4, bb_type=1,
         alpha0=None, max_linesearch=20, opt_tol=1e-5, prog_tol=1e-9, max_fev=None,
         return_best=True, store_x=False, callback=None, progress=True, state=None, checkpoint=None):
@@ -362,6 +365,7 @@ def spg(fun, x0, lower=None, upper=None, *, maxiter=20, memory=3, suff_dec=1e-4,
                              checkpoint=checkpoint)
 
 
+@serial_blas()
 def lbfgs(fun, x0, lower=None, upper=None, *, maxiter=20, memory=5, suff_dec=1e-4, alpha0=None,
           max_linesearch=20, opt_tol=1e-5, prog_tol=1e-9, max_fev=None, return_best=True, store_x=False,
           callback=None, progress=True, state=None, checkpoint=None):
@@ -627,6 +631,7 @@ def _check_int(name, v, vmin):
 
 
 # --------------------------------------------------------------------------- L-BFGS-B
+@serial_blas()
 def lbfgsb(fun, x0, lower=None, upper=None, *, maxiter=20, memory=10, max_fev=None, gtol=1e-5,
            ftol=2.2e-9, callback=None, progress=True):
     r"""Bound-constrained L-BFGS (``scipy.optimize.minimize(method="L-BFGS-B")``).

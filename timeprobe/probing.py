@@ -86,7 +86,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .mpi import broadcast, shared_entropy
-from .utils import as_generator
+from .utils import as_generator, serial_blas
 
 __all__ = ["PROBE_MODES", "PROBE_METHODS", "DEFAULT_BLOCK", "design_probes", "direct_arrival_shift",
            "wavelet_spectrum", "shift_earlier", "projector_error", "orthonormality_error", "probe_quality",
@@ -341,6 +341,7 @@ def _probe_data(D, shifts, keep_unshifted, dt, spectrum):
 
 # ----------------------------------------------------------------------------- main entry
 
+@serial_blas()
 def design_probes(mode, nt, r, data=None, seed=None, *, power_iterations=1, shift=0,
                   dt=None, band=None, dtype=np.float32, oversample=None, keep_unshifted=True,
                   spectrum=None):
@@ -792,6 +793,7 @@ def default_subsample(wavelet, dt, nt, r, margin=2.0):
     return k
 
 
+@serial_blas()
 def probes_for_shot(opts, wavelet_c, dt, nt, probe_data=None, seed=None, dtype=np.float32):
     """The :class:`Probing` of one shot on its sub-sampled computational axis.
 

@@ -41,6 +41,7 @@ from .mpi import global_array, is_distributed
 from .operators import adjoint_operator, forward_operator
 from .probe_buffers import (FLUSH_TIME, buffer_view, new_buffer, probe_layout, region_slices, ring_slots,
                             swap_probe_axis)
+from .utils import serial_blas
 from .workspace import use_model
 
 __all__ = ["forward", "adjoint", "born", "born_adjoint", "run_forward", "run_adjoint", "run_born",
@@ -243,6 +244,7 @@ def run_born(model, src_coords, wavelet_c, rec_coords, dm, dt, nt):
 
 
 # --------------------------------------------------------------------------- public API
+@serial_blas()
 def forward(model, q, rec_geometry, save=False):
     """Forward modelling ``d = F(m) q`` for every shot.
 
@@ -269,6 +271,7 @@ def forward(model, q, rec_geometry, save=False):
     return (d, fields) if save else d
 
 
+@serial_blas()
 def adjoint(model, d, src_geometry):
     """Adjoint modelling ``Fᵀ d``: receiver traces back-propagated, sampled at the sources.
 
@@ -288,6 +291,7 @@ def adjoint(model, d, src_geometry):
     return Data(src_geometry, out, dtype=model.dtype)
 
 
+@serial_blas()
 def born(model, q, dm, rec_geometry):
     """Born (linearised) modelling ``δd = J(m) δm`` with ``δm`` in s²/km², shape of the model.
 
@@ -305,6 +309,7 @@ def born(model, q, dm, rec_geometry):
     return Data(rec_geometry, out, dtype=model.dtype)
 
 
+@serial_blas()
 def born_adjoint(model, q, d):
     """Adjoint Born ``Jᵀ δd = Eᵀ(−Σ_n u[n]·v̈[n])`` summed over shots (full wavefield storage).
 

@@ -52,6 +52,7 @@ from .objectives import fwi_objective, to_physical
 from .operators import adjoint_operator, forward_operator, snapshot_field
 from .propagators import check_inputs
 from .storage import StorageOptions
+from .utils import serial_blas
 from .workspace import use_model
 
 __all__ = ["gradient", "STRATEGIES"]
@@ -141,6 +142,7 @@ def _own_loop(model, q, d, shot_fn, sum_padding=True):
 
 
 # --------------------------------------------------------------------------- switch
+@serial_blas()
 def gradient(model, q, d, strategy="probe", **opts):
     """FWI misfit and gradient ``(f, g)`` by one of :data:`STRATEGIES`.
 

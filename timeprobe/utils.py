@@ -1,13 +1,14 @@
 """Small numerical helpers shared by the modules."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import mmap
 
 import numpy as np
 
 __all__ = ["finite_difference_weights", "as_generator", "fmt", "check_dtype", "working_dtype",
-           "aligned_zeros", "BUFFER_ALIGN", "HUGE_PAGE", "HUGE_PAGE_MIN"]
+           "aligned_zeros", "BUFFER_ALIGN", "HUGE_PAGE", "HUGE_PAGE_MIN", "serial_blas"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -102,3 +103,51 @@ def aligned_zeros(shape, dtype, align=BUFFER_ALIGN):
         raw = np.zeros(nbytes + align, dtype=np.uint8)
         start = -raw.ctypes.data % align
     return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+_BLAS_CONTROLLER = []
+
+
+def _blas_controller():
+    """threadpoolctl's controller of the BLAS libraries loaded now (made once), or None when
+    threadpoolctl is not installed."""
+    if not _BLAS_CONTROLLER:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            _BLAS_CONTROLLER.append(None)
+        else:
+            _BLAS_CONTROLLER.append(ThreadpoolController())
+    return _BLAS_CONTROLLER[0]
+
+
+class serial_blas(contextlib.ContextDecorator):
+    """Run the BLAS calls of a block (or of a decorated function) on the calling thread only.
+
+    Why: OpenBLAS, NumPy's and SciPy's BLAS, keeps its worker threads *spinning* for about
+    2²⁸ cycles (≈ 0.1 s) after every multi-threaded call, waiting for more work. A Devito
+    operator started in that window shares the cores with them: on the 2-core VM a 600×600
+    matrix product (8 ms) made the next 2D forward run take 0.094 s instead of 0.044 s, and
+    the probe design (a QR and an SVD) before every probed forward run made the probed gathers
+    of the small Overthrust shot 2.4× a plain forward + adjoint instead of 1.75×. timeprobe's
+    own BLAS work (probe design, correlations, line-search dot products) is small; single-
+    threaded it costs less than the spin it avoids. The public functions that run operators
+    are decorated with it; BLAS calls of the caller's own code just before them can still
+    slow the first operator (``OPENBLAS_NUM_THREADS=1`` avoids that too). Nested use is fine;
+    the previous thread counts come back on exit. The limit is process-wide (BLAS libraries
+    have one thread count): threads running other BLAS work meanwhile are serial too. Without
+    threadpoolctl (the ``seismic`` extra installs it) this does nothing.
+    """
+
+    def _recreate_cm(self):  # a fresh instance per decorated call: calls may nest or recurse
+        return type(self)()
+
+    def __enter__(self):
+        ctl = _blas_controller()
+        self._limit = None if ctl is None else ctl.limit(limits=1, user_api="blas")
+        return self
+
+    def __exit__(self, *exc):
+        if self._limit is not None:
+            self._limit.restore_original_limits()
+        return False
