@@ -63,6 +63,7 @@ singular vectors of the shifted probes' part outside ``span(Q)`` (:func:`lag_pro
 """
 from __future__ import annotations
 
+import functools
 import numbers
 from typing import NamedTuple
 
@@ -70,14 +71,14 @@ import numpy as np
 
 from .compat import release
 from .accuracy import sampled_exact_gradient
-from .geometry import (Data, computational_axis, from_computational_adjoint, grid_coordinates,
+from .geometry import (Data, computational_axis, grid_coordinates,
                        resampling_operator, to_computational)
 from .mpi import global_array, is_distributed
 from .objectives import choose_strategy, jacobian_adjoint, shot_infos, strategy_info
 from .operators import derivatives_operator, forward_operator, gather_adjoint_operator, gather_factors_operator
 from .probe_buffers import GatherLayout, new_gather_buffer, region_margin, region_slices
 from .probing import DEFAULT_BLOCK, Probing, ProbingOptions, probes_for_shot, shot_generators
-from .propagators import born, check_dm, check_inputs, forward, run_adjoint, run_forward
+from .propagators import adjoint_source, born, check_dm, check_inputs, forward, run_adjoint, run_forward
 from .storage import run_stored_adjoint, run_stored_forward, stored_subsample
 from .utils import serial_blas
 from .workspace import use_model
@@ -340,9 +341,10 @@ def _physical_slices(model, layers=False):
     return tuple(slice(off, off + n) for n in model.shape)
 
 
-def _gathers_exact_shot(model, src_coords, wc, rec_coords, rc, dt, nt, glayout, ic, steps, storage,
+def _gathers_exact_shot(model, src_coords, wc, rec_coords, adjoint_traces, dt, nt, glayout, ic, steps, storage,
                         n_checkpoints, illumination, G):
-    """Exact in-loop gathers of one shot, accumulated into ``G`` (nlag, nh, *shape; float32).
+    """Exact in-loop gathers of one shot, accumulated into ``G`` (nlag, nh, *shape; float32);
+    ``adjoint_traces()`` makes the adjoint source (computational axis) when it is needed.
     Returns the illumination Λ (padded grid) or None."""
     lam = None
     fic = "isic" if ic == "isic" else "as"
@@ -352,7 +354,7 @@ def _gathers_exact_shot(model, src_coords, wc, rec_coords, rc, dt, nt, glayout, 
     elif illumination:  # the checkpointed forward runs more than once: Λ from a plain run
         _, _, lam = run_forward(model, src_coords, wc, rec_coords, dt, nt, illumination=True)
     with use_model(model) as ws:
-        reca = ws.new_sparse("rec", grid_coordinates(model, rec_coords), rc, nt=nt + 1)
+        reca = ws.new_sparse("rec", grid_coordinates(model, rec_coords), adjoint_traces(), nt=nt + 1)
         gath = new_gather_buffer(ws, "gath", glayout, G)
         gfu, gfv = new_gather_buffer(ws, "gfu", glayout), new_gather_buffer(ws, "gfv", glayout)
         bufs = dict(rec=reca, gath=gath, gfu=gfu, gfv=gfv, dt=dt, time_m=1, time_M=nt - 1)
@@ -388,7 +390,7 @@ def _checkpointed(model, ws, src_coords, wc, rec_coords, dt, nt, glayout, fic, n
     release(src, rec)
 
 
-def shifted_correlation(G, A, B, shifts, tile=32, cmax=1 << 19):
+def shifted_correlation(G, A, B, shifts, tile=32, cmax=1 << 18):
     """``G[j, …, x] −= Σ_c Σ_p A_c[…, x − s_j, p]·B_c[…, x + s_j, p]`` by batched matrix products.
 
     ``G`` (nh, *other, n), the offset axis last; ``A``, ``B``: lists (one per imaging factor) of
@@ -529,9 +531,11 @@ def _probed_correlation(model, ubar, vbar, glayout, ic, C, G, block, layers=Fals
             release(gfu, gfv, gin)
 
 
-def _gathers_probed_shot(model, src_coords, wc, rec_coords, rc, dt, nt, glayout, ic, steps, probing,
+def _gathers_probed_shot(model, src_coords, wc, rec_coords, adjoint_traces, dt, nt, glayout, ic, steps, probing,
                          lag_columns, illumination, G, info):
-    """Probed gathers of one shot into ``G``; returns Λ (padded grid) or None."""
+    """Probed gathers of one shot into ``G``; returns Λ (padded grid) or None. The adjoint
+    source, ``adjoint_traces()``, lives only during the adjoint run: it is not held beside ū
+    in the forward run, nor beside ū and v̄ in the correlation."""
     probing.direct = False
     info.setdefault("k", []).append(probing.subsample)
     out = run_forward(model, src_coords, wc, rec_coords, dt, nt, probing=probing, illumination=illumination)
@@ -544,8 +548,8 @@ def _gathers_probed_shot(model, src_coords, wc, rec_coords, rc, dt, nt, glayout,
                       direct=False, dtype=model.dtype, layers=probing.layers)
         info.setdefault("lag_columns", []).append(linfo["extra"])
         info.setdefault("lag_residual", []).append(linfo["residual"])
-    _, _, vbar = run_adjoint(model, rec_coords, rc, dt, nt, probing=adj, ic="isic" if ic == "isic" else "as",
-                             restore_ubar=False)
+    _, _, vbar = run_adjoint(model, rec_coords, adjoint_traces(), dt, nt, probing=adj,
+                             ic="isic" if ic == "isic" else "as", restore_ubar=False)
     block = min(GATHER_BLOCK, probing.r)
     if is_distributed():  # every rank correlates the assembled ū and v̄ (the image is replicated)
         ubar_a, vbar_a = global_array(ubar), global_array(vbar)
@@ -664,7 +668,7 @@ def gathers(model, q, d, ps=None, offsets=None, axis="x", lags=None, ic="isic", 
         shots = tqdm(shots, desc="gathers", leave=False)
     for i in shots:
         wc = to_computational(q.arrays[i], q.geometry[i], dt, nt)
-        rc = from_computational_adjoint(d.arrays[i], d.geometry[i], dt, nt)
+        rc = functools.partial(adjoint_source, d.arrays[i], d.geometry[i], dt, nt, model.dtype)
         sc, rcoord = q.geometry.coordinates[i], d.geometry.coordinates[i]
         if identity:
             probing = Probing(np.eye(nt, dtype=model.dtype), subsample=1, method=method,
@@ -787,7 +791,7 @@ def rtm(model, q, d, ps=None, ic="isic", illumination=True, mode="QR", seed=None
     for i in shots:
         wc = to_computational(q.arrays[i], q.geometry[i], dt, nt)
         src_coords, rec_coords = q.geometry.coordinates[i], d.geometry.coordinates[i]
-        rc = from_computational_adjoint(d.arrays[i], d.geometry[i], dt, nt)
+        rc = adjoint_source(d.arrays[i], d.geometry[i], dt, nt, dtype=model.dtype)
         scale.append(1.0 / dt)
         if storage is not None:
             k = stored_subsample(storage, wc, dt, nt)

@@ -157,6 +157,15 @@ def adjoint_source_buffer(residual_c, nt):
     return None
 
 
+def adjoint_source(traces, geometry, dt, nt, dtype=np.float32):
+    """``traces`` (a shot's records on ``geometry``'s axis) as an adjoint source on the
+    computational axis (:func:`~timeprobe.geometry.from_computational_adjoint`), written into
+    the first nt rows of an (nt + 1)-row buffer: :func:`run_adjoint` injects it without a copy
+    (:func:`adjoint_source_buffer`)."""
+    buf = np.zeros((nt + 1, np.shape(traces)[1]), dtype=dtype)
+    return from_computational_adjoint(traces, geometry, dt, nt, out=buf[:nt])
+
+
 def adjoint_receivers(ws, model, rec_coords, residual_c, nt):
     """The receivers of an adjoint run injecting ``residual_c`` (nt, nrec): on the buffer behind it
     where it is one (:func:`adjoint_source_buffer`, no copy), else on a copy of it."""
@@ -284,7 +293,7 @@ def adjoint(model, d, src_geometry):
     dt, nt = computational_axis(model, src_geometry, d.geometry)
     out = []
     for i in range(d.nshots):
-        rc = from_computational_adjoint(d.arrays[i], d.geometry[i], dt, nt, dtype=model.dtype)
+        rc = adjoint_source(d.arrays[i], d.geometry[i], dt, nt, dtype=model.dtype)
         srca, _, _ = run_adjoint(model, d.geometry.coordinates[i], rc, dt, nt,
                                  src_coords=src_geometry.coordinates[i])
         out.append(to_computational_adjoint(srca, src_geometry[i], dt, nt, dtype=model.dtype))
@@ -324,7 +333,7 @@ def born_adjoint(model, q, d):
         wc = to_computational(q.arrays[i], q.geometry, dt, nt, dtype=model.dtype)
         _, usave = run_forward(model, q.geometry.coordinates[i], wc, d.geometry.coordinates[i],
                                dt, nt, save=True)
-        rc = from_computational_adjoint(d.arrays[i], d.geometry[i], dt, nt, dtype=model.dtype)
+        rc = adjoint_source(d.arrays[i], d.geometry[i], dt, nt, dtype=model.dtype)
         _, grad, _ = run_adjoint(model, d.geometry.coordinates[i], rc, dt, nt, usave=usave)
         release(usave)
         g += model.pad_adjoint(grad) / dt  # operator computes −dt·Σ u·v̈

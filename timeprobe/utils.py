@@ -82,23 +82,28 @@ def aligned_zeros(shape, dtype, align=BUFFER_ALIGN):
     Buffers of :data:`HUGE_PAGE_MIN` bytes or more (probe fields, ring buffers, stored snapshots)
     are anonymous mappings of their own, 2 MiB-aligned, with transparent huge pages requested
     (``madvise(MADV_HUGEPAGE)``; Linux, where THP is ``always`` or ``madvise``). Their pages are
-    still mapped when first written, but one fault maps 2 MiB instead of 4 KiB: on the 2-core
-    VM a fresh 32 MiB buffer took 73 ms to fill the first time with 4 KiB pages and 14 ms with
-    huge pages (4 ms once mapped), and the probed gradient's forward flush of the 2D Overthrust
-    shot fell from 84 to 47 ms. Without THP support the mapping is a plain zero-filled one.
+    still mapped when first written, but one fault maps 2 MiB instead of 4 KiB. On the 2-core VM
+    (AMD EPYC, KVM) a fresh 14 MiB buffer (the ū of a gathers run) takes 7.4 ms to fill with
+    4 KiB pages and 0.3 ms with huge pages. The mapping is private: Python's default for an
+    anonymous ``mmap`` is a shared one, shared memory that THP leaves alone (9.4 ms either way;
+    the mapping timeprobe used before). Without THP support the mapping is a plain zero-filled one.
     The returned array is a view of the mapping (kept alive through ``.base``); it is unmapped
     when the last view goes.
     """
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape)) * dtype.itemsize
     if nbytes >= HUGE_PAGE_MIN and _MADV_HUGEPAGE is not None:
-        buf = mmap.mmap(-1, nbytes + HUGE_PAGE)
-        try:
-            buf.madvise(_MADV_HUGEPAGE)
-        except OSError:  # THP unsupported: ordinary pages
-            pass
+        # private: Python's default for an anonymous mmap is MAP_SHARED, i.e. shared memory
+        # (shmem), which THP leaves alone and whose faults are slower
+        buf = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         raw = np.frombuffer(buf, dtype=np.uint8)
         start = -raw.ctypes.data % HUGE_PAGE
+        # huge pages for the whole 2 MiB pages of the buffer only: its tail stays in 4 KiB
+        # pages, so no more than the buffer itself becomes resident
+        try:
+            buf.madvise(_MADV_HUGEPAGE, start, nbytes // HUGE_PAGE * HUGE_PAGE)
+        except OSError:  # THP unsupported: ordinary pages
+            pass
     else:
         raw = np.zeros(nbytes + align, dtype=np.uint8)
         start = -raw.ctypes.data % align
