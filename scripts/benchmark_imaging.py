@@ -7,7 +7,8 @@ each configuration:
   operators built beforehand, interleaved ``--repeats`` times (minimum kept), so the ratios
   come from the same run of the same machine state (on a shared machine they are still noisy);
 * **working memory** — each configuration in its own subprocess (the method of
-  ``scripts/benchmark_gradients.py``): after a first run (code generation, compilation), the
+  ``scripts/benchmark_gradients.py``; glibc maps every allocation ≥ 128 KiB on its own there,
+  the timing process keeps the default allocator): after a first run (code generation, compilation), the
   peak resident memory (VmHWM) of one plain forward modelling is the baseline, and the working
   memory is the peak of one run of the configuration minus that baseline (both with heap pages
   returned to the OS and the peak reset in between);
@@ -274,8 +275,16 @@ def worker_timing(case, t, cfgs, repeats, gdir):
 
 
 def in_subprocess(payload):
-    """Run one worker in a fresh interpreter; its result dict."""
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=os.environ.get("MALLOC_MMAP_THRESHOLD_", "131072"))
+    """Run one worker in a fresh interpreter; its result dict.
+
+    Memory workers tell glibc to map every allocation of 128 KiB or more on its own
+    (``MALLOC_MMAP_THRESHOLD_``), so that freed memory leaves the process and the peak is the
+    run's own. Timing workers run with the allocator as users have it: with that setting every
+    mid-sized temporary costs a fresh mapping and its page faults (records before 2026-12-02
+    12:50Z timed with it too)."""
+    env = dict(os.environ)
+    if payload["mode"] == "memory":
+        env["MALLOC_MMAP_THRESHOLD_"] = os.environ.get("MALLOC_MMAP_THRESHOLD_", "131072")
     proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(payload)], capture_output=True,
                           text=True, env=env)
     if proc.returncode != 0:

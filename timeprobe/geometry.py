@@ -347,14 +347,25 @@ class BandedRows:
                 c0, c1 = int(sub.indices.min()), int(sub.indices.max()) + 1
                 self.blocks.append((r0, r0 + sub.shape[0], c0, c1, sub[:, c0:c1].toarray()))
 
-    def apply(self, x, out):
-        """``out[:] = R @ x`` (``x`` (n_in, k), ``out`` (n_out, k), any float dtypes)."""
-        covered = 0
-        for r0, r1, c0, c1, D in self.blocks:
-            out[covered:r0] = 0
-            out[r0:r1] = D @ x[c0:c1].astype(np.float64)
-            covered = r1
-        out[covered:] = 0
+    def apply(self, x, out, columns=256):
+        """``out[:] = R @ x`` (``x`` (n_in, k), ``out`` (n_out, k), any float dtypes), ``columns``
+        traces at a time through two float64 work buffers reused by every block (no
+        allocation per block)."""
+        k = x.shape[1]
+        wmax = max((c1 - c0 for _, _, c0, c1, _ in self.blocks), default=0)
+        rmax = max((r1 - r0 for r0, r1, _, _, _ in self.blocks), default=0)
+        xw = np.empty((wmax, min(k, columns)))
+        yw = np.empty((rmax, min(k, columns)))
+        for j0 in range(0, k, columns):
+            j1 = min(k, j0 + columns)
+            covered = 0
+            for r0, r1, c0, c1, D in self.blocks:
+                out[covered:r0, j0:j1] = 0
+                xb = xw[:c1 - c0, :j1 - j0]
+                xb[...] = x[c0:c1, j0:j1]
+                out[r0:r1, j0:j1] = np.matmul(D, xb, out=yw[:r1 - r0, :j1 - j0])
+                covered = r1
+            out[covered:, j0:j1] = 0
         return out
 
 

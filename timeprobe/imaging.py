@@ -421,21 +421,35 @@ def shifted_correlation(G, A, B, shifts, tile=32, cmax=1 << 18):
     width, nd, half = tile + 2 * S, 2 * S + 1, (n + 1) // 2
     # lines of the leading axis per pass: one pass's band diagonals and one tile's C ≤ cmax floats
     step = max(1, cmax // (per_lead * max(nd * half, tile * width)))
+    # work buffers for every pass (no allocation per tile): a tile's products, their sum C, the band
+    full = (min(step, other[0]),) + tuple(other[1:]) if other else ()
+    work = np.empty(full + (tile, width), dtype=G.dtype)
+    Cbuf = np.empty(full + (tile, width), dtype=G.dtype)
+    bandbuf = np.empty(full + (nd, half), dtype=G.dtype)
     for l0 in range(0, other[0] if other else 1, step):
         lead = slice(l0, l0 + step) if other else Ellipsis
         lines = A[0][lead].shape[:-2]
+        nl = lines[0] if lines else None
+        C, prod = Cbuf[:nl], work[:nl]
         for par in (0, 1):
             Ap = [a[lead][..., par::2, :] for a in A]
             Bp = [b[lead][..., par::2, :] for b in B]
             m = Ap[0].shape[-2]
-            band = np.empty(lines + (nd, m), dtype=G.dtype)  # band[…, d, i] = C_π[…, i, i + d − S]
+            band = bandbuf[:nl, ..., :m]  # band[…, d, i] = C_π[…, i, i + d − S]
             for i0 in range(0, m, tile):
                 i1 = min(m, i0 + tile)
                 c0, c1 = max(0, i0 - S), min(m, i1 + S)  # the columns this tile reads, [i0 − S, i1 + S) clipped
-                C = np.zeros(lines + (tile, width), dtype=G.dtype)
-                for a, b in zip(Ap, Bp):
-                    C[..., :i1 - i0, c0 - (i0 - S):c1 - (i0 - S)] += np.matmul(
-                        a[..., i0:i1, :], np.swapaxes(b[..., c0:c1, :], -1, -2))
+                inner = i1 - i0 == tile and c0 == i0 - S and c1 == i1 + S
+                if not inner:
+                    C[...] = 0
+                for f, (a, b) in enumerate(zip(Ap, Bp)):
+                    bt = np.swapaxes(b[..., c0:c1, :], -1, -2)
+                    if inner:  # the whole tile: straight into C (first factor) or the work buffer
+                        np.matmul(a[..., i0:i1, :], bt, out=C if f == 0 else prod)
+                        if f:
+                            C += prod
+                    else:
+                        C[..., :i1 - i0, c0 - (i0 - S):c1 - (i0 - S)] += np.matmul(a[..., i0:i1, :], bt)
                 # the diagonals of C as a strided view: D[…, d, i] = C[…, i, i + d]
                 D = np.lib.stride_tricks.as_strided(
                     C, shape=lines + (nd, tile), writeable=False,
