@@ -353,12 +353,12 @@ def measure_case(case, t, offsets, rs, repeats, extras, no_exact=False):
 
 # --------------------------------------------------------------------------- output
 def commit():
+    """The short commit, marked ``-dirty`` when tracked files differ from it (the history file
+    left out, :func:`records.dirty`)."""
     try:
         h = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                            text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True).stdout.strip()
-        return h + ("-dirty" if dirty else "")
+        return h + ("-dirty" if records.dirty() else "")
     except OSError:
         return "unknown"
 

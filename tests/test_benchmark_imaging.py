@@ -92,3 +92,20 @@ def test_benchmark_imaging_quick(tmp_path):
     for text in ("## layered2d_61_41", "## thrust3d_21_21_17", "÷ plain fwd+adj", "working memory (MiB)",
                  "cosine with exact", "--quick", "commit", "devito"):
         assert text in md, text
+
+
+def test_overheads_script_records_each_side_by_side_timing(tmp_path, monkeypatch):
+    """scripts/overheads.py times each cause of overhead against its alternative and appends one
+    record (none with --no-record); the banded resampling equals the sparse product."""
+    monkeypatch.setenv("TIMEPROBE_HISTORY", str(tmp_path / "history.jsonl"))
+    import overheads
+    fig = overheads.main(["--repeats", "1", "--note", "smoke"])
+    assert set(fig["blas_spin"]["seconds"]) == {"forward", "after_blas", "after_serial_blas", "product",
+                                                 "serial_product"}
+    for part in ("blas_spin", "fresh_buffer", "resample", "correlation"):
+        assert all(0 < v < 60 for v in fig[part]["seconds"].values()), part
+    assert fig["resample"]["max_rel_diff"] < 1e-6
+    recs = records.read(tmp_path / "history.jsonl")
+    assert len(recs) == 1 and recs[0]["script"] == "overheads" and recs[0]["note"] == "smoke"
+    overheads.main(["--repeats", "1", "--no-record"])
+    assert len(records.read(tmp_path / "history.jsonl")) == 1
