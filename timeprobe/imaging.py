@@ -637,7 +637,7 @@ def gathers(model, q, d, ps=None, offsets=None, axis="x", lags=None, ic="isic", 
     Memory: exact ``(nt+1)·N`` floats (full storage) or the checkpoints, plus the gathers;
     probed ``(r + r_a + B)·N_r`` (ū, v̄ with ``r_a = r + extra lag columns``, the ring buffer),
     the gathers, with ISIC or lags ``2·ncomp·16·N`` floats of factor blocks (``N_r``: the probe
-    region), and the products of one tile (≤ 8 MiB).
+    region), and the correlation's work buffers (band diagonals and tile products, ≤ 3 MiB).
     """
     check_inputs(model, q, d=d)
     _check_ic(ic)

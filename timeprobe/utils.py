@@ -82,13 +82,13 @@ def aligned_zeros(shape, dtype, align=BUFFER_ALIGN):
     Buffers of :data:`HUGE_PAGE_MIN` bytes or more (probe fields, ring buffers, stored snapshots)
     are anonymous mappings of their own, 2 MiB-aligned, with transparent huge pages requested
     (``madvise(MADV_HUGEPAGE)``; Linux, where THP is ``always`` or ``madvise``). Their pages are
-    still mapped when first written, but one fault maps 2 MiB instead of 4 KiB. On the 2-core VM
-    (AMD EPYC, KVM) a fresh 14 MiB buffer (the ū of a gathers run) takes 7.4 ms to fill with
-    4 KiB pages and 0.3 ms with huge pages. The mapping is private: Python's default for an
-    anonymous ``mmap`` is a shared one, shared memory that THP leaves alone (9.4 ms either way;
-    the mapping timeprobe used before). Without THP support the mapping is a plain zero-filled one.
-    The returned array is a view of the mapping (kept alive through ``.base``); it is unmapped
-    when the last view goes.
+    still mapped when first written, but one fault maps 2 MiB instead of 4 KiB. On a 2-core VM
+    a fresh 13.6 MiB buffer (one r = 64 probe field of a gathers run) took 6.2 ms to map and
+    fill with 4 KiB pages and 1.6 ms like this (``scripts/overheads.py``). The mapping is
+    private: Python's default for an anonymous ``mmap`` is a shared one, shared memory that THP
+    leaves alone (10.9 ms; the mapping timeprobe used before). Without THP support the mapping
+    is a plain zero-filled one. The returned array is a view of the mapping (kept alive through
+    ``.base``); it is unmapped when the last view goes.
     """
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape)) * dtype.itemsize
@@ -131,10 +131,10 @@ class serial_blas(contextlib.ContextDecorator):
 
     Why: OpenBLAS, NumPy's and SciPy's BLAS, keeps its worker threads *spinning* for about
     2²⁸ cycles (≈ 0.1 s) after every multi-threaded call, waiting for more work. A Devito
-    operator started in that window shares the cores with them: on the 2-core VM a 600×600
-    matrix product (8 ms) made the next 2D forward run take 0.094 s instead of 0.044 s, and
-    the probe design (a QR and an SVD) before every probed forward run made the probed gathers
-    of the small Overthrust shot 2.4× a plain forward + adjoint instead of 1.75×. timeprobe's
+    operator started in that window shares the cores with them: on a 2-core VM a 2D forward
+    run took 42 ms alone and 78 ms right after a 600×600 matrix product on both cores
+    (``scripts/overheads.py``, BENCHMARKS.md §4), and every probed run designs its probes (a
+    QR, an SVD) just before its forward run. timeprobe's
     own BLAS work (probe design, correlations, line-search dot products) is small; single-
     threaded it costs less than the spin it avoids. The public functions that run operators
     are decorated with it; BLAS calls of the caller's own code just before them can still
