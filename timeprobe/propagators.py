@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 from devito import TimeFunction
 
-from .compat import release, skip_argument_halo_exchange
+from .compat import mapped_allocator, release, skip_argument_halo_exchange
 from .geometry import (Data, Geometry, computational_axis, from_computational, from_computational_adjoint,
                        grid_coordinates, to_computational, to_computational_adjoint)
 from .mpi import global_array, is_distributed
@@ -110,7 +110,8 @@ def run_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, save=False, pr
         if save:
             op = forward_operator(ws, save=nt + 1, born=dm is not None, illum=illumination)
             extra = kwargs["usave"] = TimeFunction(name="usave", grid=ws.grid, time_order=2,
-                                                   space_order=model.space_order, save=nt + 1)
+                                                   space_order=model.space_order, save=nt + 1,
+                                                   **mapped_allocator())
             if is_distributed(ws.grid):  # the operators exchange its halos per time step themselves
                 skip_argument_halo_exchange(extra)
         else:

@@ -44,7 +44,7 @@ import numbers
 import numpy as np
 from devito import TimeFunction
 
-from .compat import release
+from .compat import mapped_allocator, release
 from .geometry import (computational_axis, from_computational, from_computational_adjoint, grid_coordinates,
                        to_computational)
 from .mpi import global_array
@@ -76,7 +76,8 @@ def _shot_subsample(model, src_coords, wc, rec_coords, res_fn, dt, nt, k):
         fop = forward_operator(ws, snapshots=(k, nsnap))
         usub_ph = snapshot_field(ws, k, nsnap)
         usub = TimeFunction(name="usub", grid=ws.grid, time_order=0, space_order=0, save=nsnap,
-                            time_dim=usub_ph.time_dim)  # this shot's snapshots, like the placeholder
+                            time_dim=usub_ph.time_dim,  # this shot's snapshots, like the placeholder
+                            **mapped_allocator())
         src = ws.new_sparse("src", grid_coordinates(model, src_coords), wc, nt=npad)
         rec = ws.new_sparse("rec", grid_coordinates(model, rec_coords), nt=npad)
         ws.field("u").data[:] = 0
