@@ -341,12 +341,21 @@ class BandedRows:
     def __init__(self, R, rows=32):
         R = sp.csr_matrix(R)
         self.shape = R.shape
-        self.blocks = []
+        spans = []
         for r0 in range(0, R.shape[0], rows):
-            sub = R[r0:r0 + rows]
-            if sub.nnz:
-                c0, c1 = int(sub.indices.min()), int(sub.indices.max()) + 1
-                self.blocks.append((r0, r0 + sub.shape[0], c0, c1, sub[:, c0:c1].toarray()))
+            r1 = min(R.shape[0], r0 + rows)
+            cols = R.indices[R.indptr[r0]:R.indptr[r1]]
+            if cols.size:
+                spans.append((r0, r1, int(cols.min()), int(cols.max()) + 1))
+        # every block a view of one buffer: one allocation, not hundreds of small ones that
+        # would stay scattered over the heap
+        store = np.zeros(sum((r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in spans))
+        self.blocks, at = [], 0
+        for r0, r1, c0, c1 in spans:
+            D = store[at:at + (r1 - r0) * (c1 - c0)].reshape(r1 - r0, c1 - c0)
+            R[r0:r1, c0:c1].toarray(out=D)
+            self.blocks.append((r0, r1, c0, c1, D))
+            at += D.size
 
     def apply(self, x, out, columns=256):
         """``out[:] = R @ x`` (``x`` (n_in, k), ``out`` (n_out, k), any float dtypes), ``columns``
