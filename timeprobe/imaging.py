@@ -402,7 +402,8 @@ def shifted_correlation(G, A, B, shifts, tile=32, cmax=1 << 18):
     diagonal ``j − i = s`` is the gather of offset s at ``x = i + j + π``: every band entry
     is used. A tile of ``tile`` rows i needs the columns ``[i0 − S, i0 + tile + S)``
     (S = max |s|), so ``(tile + 2S)/nh`` entries are computed per one kept (≈ 1.8 at 41
-    offsets; without the parity split it was ≈ 4); ``cmax`` floats bound one tile's C. With
+    offsets; without the parity split it was ≈ 4). ``cmax`` floats bound each work buffer
+    (a pass's band diagonals, a tile's products and their sum). With
     few offsets (the band would mostly be thrown away) each offset is one point-wise product
     summed over the probes instead.
     """
