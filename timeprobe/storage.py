@@ -52,6 +52,7 @@ the process dies), else removed by :meth:`SnapshotStore.close`; shots close thei
 """
 from __future__ import annotations
 
+import functools
 import numbers
 import os
 import re
@@ -346,8 +347,11 @@ def _pread_all(fd, arr, offset):
 
 
 # --------------------------------------------------------------------------- per-shot runs
+@functools.lru_cache(maxsize=4096)
 def _chunks(nt, k, B):
-    """(c, time_m, time_M, s0, n) of every chunk holding at least one time step of ``1 … nt−1``."""
+    """(c, time_m, time_M, s0, n) of every chunk holding at least one time step of ``1 … nt−1``
+    (a tuple, cached: the autopilot's segmented search asks for the same chunks hundreds of
+    times per plan)."""
     nsnap = (nt - 1) // k + 1
     out = []
     for c in range(-(-nsnap // B)):
@@ -356,7 +360,14 @@ def _chunks(nt, k, B):
         n = min(B, nsnap - s0)
         if tm <= tM:
             out.append((c, tm, tM, s0, n))
-    return out
+    return tuple(out)
+
+
+def _check_serial():
+    """Refuse stored snapshots on a grid split over MPI ranks (they are not implemented there)."""
+    if is_distributed():
+        raise NotImplementedError("stored snapshots (storage=...) do not run under Devito MPI yet: use ps=r "
+                                  "or full storage")
 
 
 def run_stored_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, options, k, illumination=False,
@@ -369,9 +380,7 @@ def run_stored_forward(model, src_coords, wavelet_c, rec_coords, dt, nt, options
     ``k``, ``chunk`` and the region margin for :func:`run_stored_adjoint`).
     """
     options = StorageOptions.parse(options)
-    if is_distributed():
-        raise NotImplementedError("stored snapshots (storage=...) do not run under Devito MPI yet: use ps=r "
-                                  "or full storage")
+    _check_serial()
     if options.segments > 1:
         raise ValueError(f"storage with segments={options.segments}: checkpointed segments run in gradients "
                          "(fwi_objective, jacobian_adjoint: run_segmented_gradient); this run stores every "
@@ -522,9 +531,7 @@ def run_segmented_gradient(model, src_coords, wavelet_c, rec_coords, dt, nt, opt
     store of one segment. Returns ``(gradient on the padded grid, store stats, store bytes)``.
     """
     options = StorageOptions.parse(options)
-    if is_distributed():
-        raise NotImplementedError("stored snapshots (storage=...) do not run under Devito MPI yet: use ps=r "
-                                  "or full storage")
+    _check_serial()
     margin = stored_margin(model, layers)
     shape = tuple(b - a for a, b in stored_bounds(model, layers))
     nsnap = (nt - 1) // k + 1
