@@ -78,7 +78,8 @@ from .objectives import choose_strategy, jacobian_adjoint, shot_infos, strategy_
 from .operators import derivatives_operator, forward_operator, gather_adjoint_operator, gather_factors_operator
 from .probe_buffers import GatherLayout, new_gather_buffer, region_margin, region_slices
 from .probing import DEFAULT_BLOCK, Probing, ProbingOptions, probes_for_shot, shot_generators
-from .propagators import adjoint_source, born, check_dm, check_inputs, forward, run_adjoint, run_forward
+from .propagators import (adjoint_receivers, adjoint_source, born, check_dm, check_inputs, forward, run_adjoint,
+                          run_forward)
 from .storage import run_stored_adjoint, run_stored_forward, stored_subsample
 from .utils import serial_blas
 from .workspace import use_model
@@ -354,7 +355,7 @@ def _gathers_exact_shot(model, src_coords, wc, rec_coords, adjoint_traces, dt, n
     elif illumination:  # the checkpointed forward runs more than once: Λ from a plain run
         _, _, lam = run_forward(model, src_coords, wc, rec_coords, dt, nt, illumination=True)
     with use_model(model) as ws:
-        reca = ws.new_sparse("rec", grid_coordinates(model, rec_coords), adjoint_traces(), nt=nt + 1)
+        reca = adjoint_receivers(ws, model, rec_coords, adjoint_traces(), nt)  # its buffer, no copy
         gath = new_gather_buffer(ws, "gath", glayout, G)
         gfu, gfv = new_gather_buffer(ws, "gfu", glayout), new_gather_buffer(ws, "gfv", glayout)
         bufs = dict(rec=reca, gath=gath, gfu=gfu, gfv=gfv, dt=dt, time_m=1, time_M=nt - 1)
@@ -403,9 +404,9 @@ def shifted_correlation(G, A, B, shifts, tile=32, cmax=1 << 18):
     is used. A tile of ``tile`` rows i needs the columns ``[i0 − S, i0 + tile + S)``
     (S = max |s|), so ``(tile + 2S)/nh`` entries are computed per one kept (≈ 1.8 at 41
     offsets; without the parity split it was ≈ 4). ``cmax`` floats bound each work buffer
-    (a pass's band diagonals, a tile's products and their sum). With
-    few offsets (the band would mostly be thrown away) each offset is one point-wise product
-    summed over the probes instead.
+    (a pass's band diagonals, a tile's products and their sum). With few offsets (the band
+    would mostly be thrown away) each offset is one point-wise product summed over the probes
+    instead.
     """
     n = A[0].shape[-2]
     shifts = [int(s) for s in shifts]
