@@ -8,10 +8,10 @@ each configuration:
   come from the same run of the same machine state (on a shared machine they are still noisy);
 * **working memory** — each configuration in its own subprocess (the method of
   ``scripts/benchmark_gradients.py``; glibc maps every allocation ≥ 128 KiB on its own there,
-  the timing process keeps the default allocator): after a first run (code generation, compilation), the
-  peak resident memory (VmHWM) of one plain forward modelling is the baseline, and the working
-  memory is the peak of one run of the configuration minus that baseline (both with heap pages
-  returned to the OS and the peak reset in between);
+  the timing process keeps the default allocator): after a first run (code generation,
+  compilation), the peak resident memory (VmHWM) of one plain forward modelling is the
+  baseline, and the working memory is the peak of one run of the configuration minus that
+  baseline (both with heap pages returned to the OS and the peak reset in between);
 * **cosine with exact** — the probed gathers against the exact in-loop gathers of the same
   offsets (and imaging condition, lags) over the whole gather cube;
 * the memory each configuration holds **by construction** (formula, MiB).

@@ -356,16 +356,17 @@ class BandedRows:
             R[r0:r1, c0:c1].toarray(out=D)
             self.blocks.append((r0, r1, c0, c1, D))
             at += D.size
+        # the work buffers' sizes: the widest block's columns, the tallest block's rows
+        self._width = max((c1 - c0 for _, _, c0, c1 in spans), default=0)
+        self._rows = max((r1 - r0 for r0, r1, _, _ in spans), default=0)
 
     def apply(self, x, out, columns=256):
         """``out[:] = R @ x`` (``x`` (n_in, k), ``out`` (n_out, k), any float dtypes), ``columns``
         traces at a time through two float64 work buffers reused by every block (no
         allocation per block)."""
         k = x.shape[1]
-        wmax = max((c1 - c0 for _, _, c0, c1, _ in self.blocks), default=0)
-        rmax = max((r1 - r0 for r0, r1, _, _, _ in self.blocks), default=0)
-        xw = np.empty((wmax, min(k, columns)))
-        yw = np.empty((rmax, min(k, columns)))
+        xw = np.empty((self._width, min(k, columns)))
+        yw = np.empty((self._rows, min(k, columns)))
         for j0 in range(0, k, columns):
             j1 = min(k, j0 + columns)
             covered = 0

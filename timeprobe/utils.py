@@ -134,9 +134,9 @@ class serial_blas(contextlib.ContextDecorator):
     operator started in that window shares the cores with them: on a 2-core VM a 2D forward
     run took 42 ms alone and 78 ms right after a 600×600 matrix product on both cores
     (``scripts/overheads.py``, BENCHMARKS.md §4), and every probed run designs its probes (a
-    QR, an SVD) just before its forward run. timeprobe's
-    own BLAS work (probe design, correlations, line-search dot products) is small; single-
-    threaded it costs less than the spin it avoids. The public functions that run operators
+    QR, an SVD) just before its forward run. timeprobe's own BLAS work (probe design,
+    correlations, line-search dot products) is small; single-threaded it costs less than the
+    spin it avoids. The public functions that run operators
     are decorated with it; BLAS calls of the caller's own code just before them can still
     slow the first operator (``OPENBLAS_NUM_THREADS=1`` avoids that too). Nested use is fine;
     the previous thread counts come back on exit. The limit is process-wide (BLAS libraries
