@@ -36,6 +36,10 @@ def test_banded_rows_equal_the_sparse_product(dt_in, dt_out, rows):
         np.testing.assert_allclose(out, M @ v, rtol=0, atol=1e-12 * np.abs(M @ v).max())
     out32 = BandedRows(R, rows=rows).apply(x.astype(np.float32), np.empty((R.shape[0], 5)))
     np.testing.assert_allclose(out32, R @ x.astype(np.float32).astype(np.float64), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="samples per trace"):  # as the sparse product refused them
+        BandedRows(R, rows=rows).apply(x[1:], np.empty((R.shape[0], 5)))
+    with pytest.raises(ValueError, match="output of shape"):
+        BandedRows(R, rows=rows).apply(x, np.empty((R.shape[0] + 1, 5)))
 
 
 @pytest.mark.parametrize("name,shape", [("overthrust_2D.h5", (801, 207)), ("overthrust_small.h5", (401, 121))])

@@ -364,6 +364,11 @@ class BandedRows:
         """``out[:] = R @ x`` (``x`` (n_in, k), ``out`` (n_out, k), any float dtypes), ``columns``
         traces at a time through two float64 work buffers reused by every block (no
         allocation per block)."""
+        if x.ndim != 2 or x.shape[0] != self.shape[1]:
+            raise ValueError(f"traces of shape {x.shape}: the resampling takes {self.shape[1]} samples per trace")
+        if out.shape != (self.shape[0], x.shape[1]):
+            raise ValueError(f"output of shape {out.shape}: the resampling of {x.shape[1]} traces gives "
+                             f"{(self.shape[0], x.shape[1])}")
         k = x.shape[1]
         xw = np.empty((self._width, min(k, columns)))
         yw = np.empty((self._rows, min(k, columns)))
