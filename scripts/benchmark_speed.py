@@ -17,6 +17,14 @@ both codes run in this one process, interleaved): before/after ratios on the sam
     python scripts/benchmark_speed.py [--model PATH] [--ps 32] [--repeat 3] [--eq] [--out FILE.json]
     python scripts/benchmark_speed.py --case thrust3d --shape 141 141 71 --t 1500 --baseline bbdf215
 
+``--ps-sweep 8 16 64`` also times the probed gradient at those numbers of probes: the part of
+its cost that does not grow with r (the design, the ring copies, the stencil's lost cache) is what
+remains as r → 0. ``--floor`` also times the probe design alone and one pass of the probes'
+arithmetic (``ū += Σ_n Q[n, :]·s_n`` over the nsub snapshots of the probe region) done by BLAS, and
+reports ``1 + design + 2 × pass`` (the forward's ``Qᵀu`` and the adjoint's ``Qᵀv̈``) as a ratio to
+plain forward + adjoint: a lower bound on the probed gradient's ratio on this machine for any
+implementation whose arithmetic is no faster than BLAS's.
+
 Each run appends one record (script ``benchmark_speed``) to the benchmark history
 (``scripts/records.py``: ``benchmarks/history.jsonl``) unless ``--no-record``; ``--out`` also
 writes the figures to a new JSON file.
@@ -83,6 +91,43 @@ def thrust3d(a):
     return true, init, survey.q, survey.rec
 
 
+def probe_design(a, wc, dt, nt, d):
+    """The probe design of the timed probed gradient, alone (``probes_for_shot``, r = ``--ps``)."""
+    opts = timeprobe.probing.ProbingOptions(ps=a.ps, subsample="auto", method="blocked",
+                                            sum_padding=bool(a.sum_padding))
+
+    def run():
+        return None, timeprobe.probing.probes_for_shot(opts, wc, dt, nt, d, np.random.default_rng(0))
+    return run
+
+
+def probe_arithmetic(model, probing, layers):
+    """One pass of the probes' arithmetic, ``ū += Σ_n Q[n, :]·s_n`` over the ``nsub`` snapshots
+    ``s_n`` of the probe region, done by BLAS (``sgemm``, C ← A·B + C, all cores): in blocks of
+    32 snapshots (a ring buffer of 32 slots) and in one product over every snapshot (the rate
+    BLAS reaches with the longest inner dimension; it holds all ``nsub`` snapshots, as full
+    Nyquist storage would). Each callable carries its flop count (``flops``), the accumulator
+    (``ubar``, shared) and its snapshots (``snapshots``)."""
+    from scipy.linalg.blas import sgemm
+    from timeprobe.probe_buffers import region_shape
+    npts = int(np.prod(region_shape(model, layers)))
+    nsub, r = probing.nsub, probing.r
+    Q = np.asfortranarray(probing.Q, dtype=np.float32)
+    rng = np.random.default_rng(0)
+    ubar = np.zeros((npts, r), dtype=np.float32, order="F")
+    passes = {}
+    for blk in (32, nsub):
+        snaps = np.asfortranarray(rng.standard_normal((npts, blk), dtype=np.float32))
+
+        def run(blk=blk, snaps=snaps):
+            for n0 in range(0, nsub, blk):  # the last block may be shorter: its rows of Q only
+                nb = min(blk, nsub - n0)
+                sgemm(1.0, snaps[:, :nb], Q[n0:n0 + nb], beta=1.0, c=ubar, overwrite_c=1)
+        run.flops, run.ubar, run.snapshots = 2.0 * npts * nsub * r, ubar, snaps
+        passes[f"probe arithmetic by BLAS, one pass ({'all' if blk == nsub else blk} snapshots per product)"] = run
+    return passes
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     default = Path(os.environ.get("TIMEPROBE_DATA", ROOT.parent / "shared"))
@@ -107,6 +152,12 @@ def main(argv=None):
     ap.add_argument("--sum-padding", type=int, choices=(0, 1), default=1,
                     help="1 (default): probe fields over the padded grid (the exact derivative); "
                          "0: they skip the absorbing layers")
+    ap.add_argument("--ps-sweep", nargs="*", type=int, default=[], metavar="R",
+                    help="also time the probed gradient with these numbers of probes (k auto): its time "
+                         "against r separates the part that grows with r from the part that does not")
+    ap.add_argument("--floor", action="store_true",
+                    help="also time the probe design alone and the probes' arithmetic done by BLAS "
+                         "(sgemm), and report the lower bound they put on the probed gradient's ratio")
     ap.add_argument("--out", default=None, help="also write the figures to this JSON file (must not exist)")
     records.add_arguments(ap)
     a = ap.parse_args(argv)
@@ -139,14 +190,14 @@ def main(argv=None):
         r, u = run_forward(init, sc, wc, rc, dt, nt, save=True)
         return run_adjoint(init, rc, y, dt, nt, usave=u)[1]
 
-    def probed(method, subsample, block=None, pkg=None):
+    def probed(method, subsample, block=None, pkg=None, ps=None):
         pkg = pkg or {"model": timeprobe.model, "probing": timeprobe.probing, "propagators": timeprobe.propagators}
         probing, propagators, model = pkg["probing"], pkg["propagators"], init
         if pkg["model"] is not timeprobe.model:  # the baseline's own Model (and so its own workspaces)
             model = pkg["model"].Model(m=init.m, spacing=init.spacing, nbl=init.nbl, space_order=init.space_order)
             model.dt = init.dt
         kwargs = {} if pkg["probing"] is not timeprobe.probing else dict(sum_padding=bool(a.sum_padding))
-        opts = probing.ProbingOptions(ps=a.ps, subsample=subsample, method=method, block=block, **kwargs)
+        opts = probing.ProbingOptions(ps=ps or a.ps, subsample=subsample, method=method, block=block, **kwargs)
 
         def run():
             p = probing.probes_for_shot(opts, wc, dt, nt, d, np.random.default_rng(0))
@@ -164,8 +215,15 @@ def main(argv=None):
         configs["probed blocked (k=1)"] = probed("blocked", 1)
     for B in a.blocks:
         configs[f"probed blocked (k auto, B={B})"] = probed("blocked", "auto", B)
+    for r in a.ps_sweep:
+        configs[f"probed blocked (k auto, r={r})"] = probed("blocked", "auto", ps=r)
     if a.eq:
         configs["probed eq (k=1, reference)"] = probed("eq", 1)
+    floor_passes = {}
+    if a.floor:
+        configs["probe design alone"] = design = probe_design(a, wc, dt, nt, d)
+        floor_passes = probe_arithmetic(init, design()[1], bool(a.sum_padding))
+        configs.update(floor_passes)
     if a.checkpoints:
         from timeprobe.strategies import gradient
 
@@ -200,11 +258,23 @@ def main(argv=None):
     base = min(times["plain fwd+adj"])
     rows = {k: dict(seconds=min(v), ratio=min(v) / base, all_seconds=v, **info.get(k, {}))
             for k, v in times.items()}
+    for k, fn in floor_passes.items():
+        rows[k]["gflops"] = fn.flops / rows[k]["seconds"] / 1e9
+    floor = None
+    if a.floor:
+        # the probed gradient does at least: plain propagation, the design, and the probes'
+        # arithmetic twice (forward Qᵀu, adjoint Qᵀv̈) at the best rate BLAS reaches for it
+        best = min(floor_passes, key=lambda k: rows[k]["seconds"])
+        floor = dict(design_ratio=rows["probe design alone"]["ratio"], best_pass=best,
+                     pass_ratio=rows[best]["ratio"], gflops=rows[best]["gflops"],
+                     ratio=1.0 + rows["probe design alone"]["ratio"] + 2 * rows[best]["ratio"])
+        print(f"lower bound on the probed gradient's ratio: {floor['ratio']:.3f} (design "
+              f"{floor['design_ratio']:.3f} + 2 × {floor['pass_ratio']:.3f}, {best}, {floor['gflops']:.0f} GFlop/s)")
     # date, machine and versions are the record's own fields
     result = dict(case=a.case, model=Path(a.model).name if a.case == "overthrust2d" else None,
                   omp_num_threads=os.environ.get("OMP_NUM_THREADS"), clock=a.clock,
                   shape=init.shape_padded, nt=nt, dt=dt, ps=a.ps, sum_padding=a.sum_padding,
-                  baseline=a.baseline, repeat=a.repeat, rows=rows)
+                  baseline=a.baseline, repeat=a.repeat, rows=rows, floor=floor)
     print(json.dumps(result, indent=1))
     if a.out:
         with open(a.out, "x") as f:
