@@ -40,7 +40,7 @@ def test_floor_and_ps_sweep_are_reported(tmp_path):
     """A small 3D run: the sweep's configurations are timed and the bound is design + 2 passes."""
     out = tmp_path / "speed.json"
     benchmark_speed.main(["--case", "thrust3d", "--shape", "31", "31", "21", "--t", "300", "--ps", "8",
-                          "--repeat", "1", "--no-k1", "--floor", "--ps-sweep", "4", "--no-record",
+                          "--repeat", "2", "--no-k1", "--floor", "--ps-sweep", "4", "--no-record",
                           "--out", str(out)])
     res = json.loads(out.read_text())
     rows, floor = res["rows"], res["floor"]
@@ -50,3 +50,6 @@ def test_floor_and_ps_sweep_are_reported(tmp_path):
     assert floor["pass_ratio"] == min(rows[k]["ratio"] for k in passes) > 0
     assert floor["ratio"] == pytest.approx(1 + rows["probe design alone"]["ratio"] + 2 * floor["pass_ratio"])
     assert floor["gflops"] > 0
+    plain = np.array(rows["plain fwd+adj"]["all_seconds"])
+    for row in rows.values():
+        assert row["paired_ratio"] == pytest.approx(float(np.median(np.array(row["all_seconds"]) / plain)))
