@@ -108,7 +108,8 @@ def probe_arithmetic(model, probing, layers):
     32 snapshots (a ring buffer of 32 slots) and in one product over every snapshot (the rate
     BLAS reaches with the longest inner dimension; it holds all ``nsub`` snapshots, as full
     Nyquist storage would). Each callable carries its flop count (``flops``), the accumulator
-    (``ubar``, shared) and its snapshots (``snapshots``)."""
+    (``ubar``, shared), its snapshots (``snapshots``) and the pause the timing loop makes after it
+    (``settle``, s: OpenBLAS's threads spin on after a product and would slow the next run down)."""
     from scipy.linalg.blas import sgemm
     from timeprobe.probe_buffers import region_shape
     npts = int(np.prod(region_shape(model, layers)))
@@ -124,7 +125,7 @@ def probe_arithmetic(model, probing, layers):
             for n0 in range(0, nsub, blk):  # the last block may be shorter: its rows of Q only
                 nb = min(blk, nsub - n0)
                 sgemm(1.0, snaps[:, :nb], Q[n0:n0 + nb], beta=1.0, c=ubar, overwrite_c=1)
-        run.flops, run.ubar, run.snapshots = 2.0 * npts * nsub * r, ubar, snaps
+        run.flops, run.ubar, run.snapshots, run.settle = 2.0 * npts * nsub * r, ubar, snaps, 0.5
         passes[f"probe arithmetic by BLAS, one pass ({'all' if blk == nsub else blk} snapshots per product)"] = run
     return passes
 
@@ -256,6 +257,8 @@ def main(argv=None):
             t = clock()
             fn()
             times[name].append(clock() - t)
+            # OpenBLAS's threads spin on after a product (≈ 0.1 s): let them stop before the next run
+            time.sleep(getattr(fn, "settle", 0.0))
     base = min(times["plain fwd+adj"])
     # ratio: of the minima; paired_ratio: the median over repeats of the ratio to the plain run
     # of the same round (timed next to it), which a slow spell of the machine moves less
