@@ -50,6 +50,17 @@ def test_floor_and_ps_sweep_are_reported(tmp_path):
     assert floor["pass_ratio"] == min(rows[k]["ratio"] for k in passes) > 0
     assert floor["ratio"] == pytest.approx(1 + rows["probe design alone"]["ratio"] + 2 * floor["pass_ratio"])
     assert floor["gflops"] > 0
+    # no kernel does arithmetic faster than the register-only FMA loop: the bound at peak is lower
+    assert floor["peak_gflops"] > 0
+    assert 1 + rows["probe design alone"]["ratio"] < floor["ratio_at_peak"] <= floor["ratio"] + 1e-9
     plain = np.array(rows["plain fwd+adj"]["all_seconds"])
     for row in rows.values():
         assert row["paired_ratio"] == pytest.approx(float(np.median(np.array(row["all_seconds"]) / plain)))
+
+
+def test_fma_peak_is_a_rate_of_this_machine():
+    """The peak microbenchmark runs and measures a positive rate no higher than 64 float32 flops per
+    cycle per core at 6 GHz (an upper limit for any CPU this runs on)."""
+    import os
+    peak = benchmark_speed.fma_peak(repeat=1, n=200_000)
+    assert 0 < peak < 64 * 6e9 * os.cpu_count()
