@@ -11,9 +11,10 @@ Cases (``--case``):
 Every configuration is warmed up (compiled) first, then timed interleaved ``--repeat`` times;
 the minimum per configuration is reported, with the ratios to "plain forward + plain adjoint"
 taken from the same run: ``ratio`` of the minima, and ``paired_ratio``, the median over the repeats
-of each run's ratio to the plain run of its own round (less moved by a slow spell of the machine). ``--baseline REF`` also times the probed gradient of another commit
-(its ``timeprobe`` package exported with ``git archive`` and imported under another name, so
-both codes run in this one process, interleaved): before/after ratios on the same machine state.
+of each run's ratio to the plain run of its own round (less moved by a slow spell of the machine).
+``--baseline REF`` also times the probed gradient of another commit (its ``timeprobe`` package
+exported with ``git archive`` and imported under another name, so both codes run in this one
+process, interleaved): before/after ratios on the same machine state.
 
     python scripts/benchmark_speed.py [--model PATH] [--ps 32] [--repeat 3] [--eq] [--out FILE.json]
     python scripts/benchmark_speed.py --case thrust3d --shape 141 141 71 --t 1500 --baseline bbdf215
@@ -159,11 +160,12 @@ def fma_peak(repeat=5, n=20_000_000):
     import ctypes
     from devito import configuration
     cc = configuration["compiler"]
-    folder = Path(tempfile.mkdtemp(prefix="timeprobe_peak_"))
-    (folder / "peak.c").write_text(PEAK_SOURCE)
-    subprocess.run([cc.cc, *cc.cflags, "-fopenmp", str(folder / "peak.c"), "-o", str(folder / "peak.so"),
-                    *cc.ldflags], check=True, capture_output=True)
-    fn = ctypes.CDLL(str(folder / "peak.so")).fma_flops
+    with tempfile.TemporaryDirectory(prefix="timeprobe_peak_") as tmp:
+        folder = Path(tmp)
+        (folder / "peak.c").write_text(PEAK_SOURCE)
+        subprocess.run([cc.cc, *cc.cflags, "-fopenmp", str(folder / "peak.c"), "-o", str(folder / "peak.so"),
+                        *cc.ldflags], check=True, capture_output=True)
+        fn = ctypes.CDLL(str(folder / "peak.so")).fma_flops  # stays loaded once the file is gone
     fn.argtypes, fn.restype = [ctypes.c_long], ctypes.c_double
     best = 0.0
     for _ in range(repeat):
