@@ -244,7 +244,8 @@ def main(argv=None):
             model = pkg["model"].Model(m=init.m, spacing=init.spacing, nbl=init.nbl, space_order=init.space_order)
             model.dt = init.dt
         kwargs = {} if pkg["probing"] is not timeprobe.probing else dict(sum_padding=bool(a.sum_padding))
-        opts = probing.ProbingOptions(ps=ps or a.ps, subsample=subsample, method=method, block=block, **kwargs)
+        opts = probing.ProbingOptions(ps=a.ps if ps is None else ps, subsample=subsample, method=method, block=block,
+                                      **kwargs)
 
         def run():
             p = probing.probes_for_shot(opts, wc, dt, nt, d, np.random.default_rng(0))

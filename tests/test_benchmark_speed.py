@@ -64,3 +64,10 @@ def test_fma_peak_is_a_rate_of_this_machine():
     import os
     peak = benchmark_speed.fma_peak(repeat=1, n=200_000)
     assert 0 < peak < 64 * 6e9 * os.cpu_count()
+
+
+def test_ps_sweep_refuses_a_nonpositive_number_of_probes():
+    """``--ps-sweep 0`` is refused by name (it once fell back to ``--ps`` silently)."""
+    with pytest.raises(ValueError, match="ps .*must be positive, got 0"):
+        benchmark_speed.main(["--case", "thrust3d", "--shape", "31", "31", "21", "--t", "300", "--ps", "8",
+                              "--repeat", "1", "--no-k1", "--no-full", "--ps-sweep", "0", "--no-record"])
